@@ -1,0 +1,75 @@
+"""The Benchmark interface: loading, messages for the task agent, and scoring.
+
+A benchmark module defines one subclass and registers it with `@register("name")`.
+Splits are deterministic per seed; optimizers only ever receive train and val.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+Split = Literal["train", "val", "test"]
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    question: str  # what the task agent is asked (user message), already rendered
+    answer: Any  # reference answer (int, letter, grid, tests, ...)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Score:
+    value: float  # 0..1
+    correct: bool
+    feedback: str  # what went right or wrong, shown to prompt agents
+    extracted: Any = None  # the parsed answer, or None when unparseable
+
+
+class Benchmark:
+    """Base class. Subclasses set `name`, `description`, and implement `load_all` and `score`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""  # a task description the prompt agent reads
+    attempts: ClassVar[int] = 1  # pass@k: up to k responses, correct if any is (ARC uses 3)
+    max_tokens: ClassVar[int | None] = None  # a sensible reply cap for this task
+
+    def __init__(self, data_dir: str | None = None, **options: Any) -> None:
+        self.data_dir = data_dir
+        self.options = options
+
+    def load(self, split: Split, seed: int) -> list[Example]:
+        raise NotImplementedError
+
+    def to_messages(self, system_prompt: str, example: Example) -> list[dict[str, str]]:
+        """System prompt first (constant across a batch, so servers reuse the prefix)."""
+        msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        return msgs + [{"role": "user", "content": example.question}]
+
+    def score(self, example: Example, response: str) -> Score:
+        raise NotImplementedError
+
+    def score_many(self, examples: list[Example], responses: list[str]) -> list[Score]:
+        """Score a batch; benchmarks with expensive scoring (MBPP's sandbox) override this."""
+        return [self.score(e, r) for e, r in zip(examples, responses, strict=True)]
+
+    def close(self) -> None:
+        """Release resources (sandbox containers)."""
+
+
+_REGISTRY: dict[str, type[Benchmark]] = {}
+
+
+def register(name: str):
+    def deco(cls: type[Benchmark]) -> type[Benchmark]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def registry() -> dict[str, type[Benchmark]]:
+    return dict(_REGISTRY)

@@ -1,0 +1,110 @@
+"""The evaluator: score a system prompt on examples through the LLM layer.
+
+Requests for one batch run concurrently (bounded by the endpoint's limit) with the system
+prompt first and constant, so servers reuse the prefix; the response cache means a prompt
+evaluated before is not paid for again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from harness.aio import run_sync
+from harness.benchmarks.base import Benchmark, Example, Score
+from harness.llm.client import ChatResult, LLMClient
+from harness.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class Record:
+    example_id: str
+    response: str  # the last attempt's reply (the correct one when any is)
+    score: float
+    correct: bool
+    feedback: str
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+
+
+@dataclass
+class _Acc:
+    """What the attempts at one example have added up to so far."""
+
+    text: str = ""
+    score: Score | None = None
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = True
+
+    def add(self, reply: ChatResult, score: Score) -> None:
+        self.text, self.score, self.attempts = reply.text, score, self.attempts + 1
+        self.prompt_tokens += reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        self.cached = self.cached and reply.cached
+
+    def record(self, example_id: str) -> Record:
+        assert self.score is not None
+        return Record(example_id, self.text, self.score.value, self.score.correct, self.score.feedback,
+                      self.attempts, self.prompt_tokens, self.completion_tokens, self.cached)
+
+
+@dataclass
+class EvalResult:
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return sum(r.score for r in self.records) / len(self.records) if self.records else 0.0
+
+    @property
+    def tokens(self) -> int:
+        return sum(r.prompt_tokens + r.completion_tokens for r in self.records)
+
+
+class Evaluator:
+    def __init__(self, benchmark: Benchmark, llm: LLMClient, *, seed: int | None = 0,
+                 max_tokens: int | None = None, show_progress: bool = False) -> None:
+        self.benchmark = benchmark
+        self.llm = llm
+        self.seed = seed
+        self.max_tokens = max_tokens or benchmark.max_tokens
+        self.show_progress = show_progress
+        self.calls = 0  # evaluate() calls, for comparable budgets across optimizers
+
+    async def evaluate_async(self, system_prompt: str, examples: list[Example],
+                             label: str = "evaluating") -> EvalResult:
+        """Score every example; pass@k benchmarks retry the wrong ones, up to k rounds."""
+        self.calls += 1
+        k = max(1, self.benchmark.attempts)
+        state = {i: _Acc() for i in range(len(examples))}
+        pending = list(range(len(examples)))
+        with progress_bar(label, total=len(examples), enabled=self.show_progress) as advance:
+            for sample in range(k):
+                replies = await asyncio.gather(*(self._ask(system_prompt, examples[i], sample, k) for i in pending))
+                scores = await asyncio.to_thread(self.benchmark.score_many, [examples[i] for i in pending],
+                                                 [r.text for r in replies])
+                still = []
+                for i, reply, score in zip(pending, replies, scores, strict=True):
+                    state[i].add(reply, score)
+                    if score.correct or sample == k - 1:
+                        advance()
+                    else:
+                        still.append(i)
+                pending = still
+                if not pending:
+                    break
+        return EvalResult([state[i].record(ex.id) for i, ex in enumerate(examples)])
+
+    async def _ask(self, system_prompt: str, ex: Example, sample: int, k: int) -> ChatResult:
+        # Later attempts of pass@k need sampling to differ; the first is the endpoint's default.
+        temperature = None if sample == 0 else max(0.7, self.llm.endpoint.temperature)
+        return await self.llm.chat(self.benchmark.to_messages(system_prompt, ex), max_tokens=self.max_tokens,
+                                   seed=self.seed, sample=sample, temperature=temperature)
+
+    def evaluate(self, system_prompt: str, examples: list[Example], label: str = "evaluating") -> EvalResult:
+        """Sync entry point (runs on the shared harness loop)."""
+        return run_sync(self.evaluate_async(system_prompt, examples, label))

@@ -1,0 +1,96 @@
+"""Usage accounting per role and per run, and budget caps that stop work cleanly."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+
+
+class BudgetExceeded(RuntimeError):
+    """Raised before a request that a budget cap forbids; finished work is kept by the caller."""
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+    retries: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "tokens": self.tokens}
+
+
+@dataclass
+class Budget:
+    max_requests: int | None = None
+    max_tokens: int | None = None
+    max_usd: float | None = None
+
+
+@dataclass
+class Ledger:
+    """Shared by every client of a run: totals per role, checked against one budget."""
+
+    budget: Budget = field(default_factory=Budget)
+    by_role: dict[str, Usage] = field(default_factory=dict)
+    started: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def role(self, name: str) -> Usage:
+        with self._lock:
+            return self.by_role.setdefault(name, Usage())
+
+    @property
+    def total(self) -> Usage:
+        with self._lock:
+            t = Usage()
+            for u in self.by_role.values():
+                for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd", "retries"):
+                    setattr(t, k, getattr(t, k) + getattr(u, k))
+            return t
+
+    def start_request(self) -> None:
+        """Reserve one paid request, or raise BudgetExceeded if a cap has been reached.
+
+        Requests are counted when they start, so concurrent calls never pass the request cap;
+        token and dollar caps are checked against finished requests (in-flight ones may overshoot).
+        """
+        t, b = self.total, self.budget
+        if b.max_tokens is not None and t.tokens >= b.max_tokens:
+            raise BudgetExceeded(f"budget reached: {t.tokens} tokens (cap {b.max_tokens})")
+        if b.max_usd is not None and t.usd >= b.max_usd:
+            raise BudgetExceeded(f"budget reached: ${t.usd:.4f} (cap ${b.max_usd})")
+        with self._lock:
+            if b.max_requests is not None and self.started >= b.max_requests:
+                raise BudgetExceeded(f"budget reached: {self.started} requests (cap {b.max_requests})")
+            self.started += 1
+
+    def record(self, role: str, prompt_tokens: int, completion_tokens: int, usd: float) -> None:
+        u = self.role(role)
+        with self._lock:
+            u.requests += 1
+            u.prompt_tokens += prompt_tokens
+            u.completion_tokens += completion_tokens
+            u.usd += usd
+
+    def record_hit(self, role: str) -> None:
+        u = self.role(role)
+        with self._lock:
+            u.cache_hits += 1
+
+    def record_retry(self, role: str) -> None:
+        u = self.role(role)
+        with self._lock:
+            u.retries += 1
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {r: u.as_dict() for r, u in self.by_role.items()}
+        out["total"] = self.total.as_dict()
+        return out
