@@ -73,7 +73,7 @@ def _final_phrase(text: str) -> str | None:
 
 
 def extract_number(text: str) -> float | None:
-    """Numeric answer: from the stated final answer if it holds a number, else the last number in the reply."""
+    """Numeric answer: the number in the stated final answer, else the last number in the reply."""
     for source in (final_answer(text) or "", text):
         nums = _NUMBER.findall(source)
         if nums:

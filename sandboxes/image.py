@@ -116,16 +116,16 @@ def build_from_dockerfile(tag: str = DEFAULT_TAG, base: str = "python:3.11-slim"
 
 
 def ensure_image(tag: str = DEFAULT_TAG, *, dockerfile: bool = False, rebuild: bool = False,
-                 client=None, log=print) -> str:  # noqa: ANN001
-    """Return `tag`, building it first if it is missing (or if rebuild)."""
+                 fresh: bool = False, client=None, log=print) -> str:  # noqa: ANN001
+    """Return `tag`, building it first if it is missing (or if rebuild; fresh also redoes debootstrap)."""
     client = client or _client()
-    if not rebuild and image_exists(tag, client):
+    if not (rebuild or fresh) and image_exists(tag, client):
         return tag
     t0 = time.monotonic()
     if dockerfile:
         build_from_dockerfile(tag, client=client)
     else:
-        if rebuild and rootfs_tarball().exists():
+        if fresh and rootfs_tarball().exists():
             rootfs_tarball().unlink()
         import_rootfs(build_rootfs(log), tag, client)
     log(f"built {tag} in {time.monotonic() - t0:.1f}s")
@@ -136,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tag", default=DEFAULT_TAG)
     ap.add_argument("--dockerfile", action="store_true", help="build FROM python:3.11-slim (needs a registry)")
-    ap.add_argument("--rebuild", action="store_true", help="rebuild even if the image exists")
+    ap.add_argument("--rebuild", action="store_true", help="re-import even if the image exists")
+    ap.add_argument("--fresh", action="store_true", help="also redo debootstrap (ignore the cached rootfs)")
     args = ap.parse_args(argv)
-    print(ensure_image(args.tag, dockerfile=args.dockerfile, rebuild=args.rebuild,
+    print(ensure_image(args.tag, dockerfile=args.dockerfile, rebuild=args.rebuild, fresh=args.fresh,
                        log=lambda m: print(m, file=sys.stderr)))
     return 0
 

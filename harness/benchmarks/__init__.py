@@ -1,0 +1,33 @@
+"""Benchmarks: importing this package registers every built-in one; `get_benchmark` makes one by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.benchmarks import aime, arc, custom, gpqa, mbpp, sudoku  # noqa: F401 - fills the registry
+from harness.benchmarks.base import Benchmark, Example, Score, Split, registry
+
+ALIASES = {
+    "aime25": "aime",
+    "aime2025": "aime",
+    "arc-agi-1": "arc",
+    "arc_agi_1": "arc",
+    "arc-agi": "arc",
+    "gpqa-diamond": "gpqa",
+    "gpqa_diamond": "gpqa",
+    "mbpp-sanitized": "mbpp",
+}
+
+
+def get_benchmark(name: str, data_dir: str | None = None, **options: Any) -> Benchmark:
+    """A benchmark by registry name or alias, e.g. get_benchmark("mbpp", sandbox=sb, variant="sanitized")."""
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key == "mbpp" and name.strip().lower() == "mbpp-sanitized":
+        options.setdefault("variant", "sanitized")
+    known = registry()
+    if key not in known:
+        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(known))}.")
+    return known[key](data_dir, **options)
+
+
+__all__ = ["Benchmark", "Example", "Score", "Split", "get_benchmark", "registry"]

@@ -1,0 +1,72 @@
+"""GPQA Diamond: 198 graduate-level science multiple-choice questions, options shuffled per seed."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from harness import answers, data, splits
+from harness.benchmarks.base import Benchmark, Example, Score, Split, register
+
+PASSWORD = "deserted-untie-orchid"
+LETTERS = "ABCD"
+FORMAT = "End your reply with a line of the form 'Answer: X', where X is one of A, B, C, D."
+
+
+def permute(seed: int, record_id: str, options: list[str]) -> tuple[list[str], str]:
+    """Shuffle [correct, wrong1, wrong2, wrong3] with a per-seed, per-question permutation.
+
+    Returns the shuffled options and the letter of the correct one.
+    """
+    order = list(range(4))
+    random.Random(f"gpqa:{seed}:{record_id}").shuffle(order)
+    return [options[i] for i in order], LETTERS[order.index(0)]
+
+
+@register("gpqa")
+class GPQA(Benchmark):
+    description = (
+        "GPQA Diamond: 198 very hard, 'Google-proof' multiple-choice questions written by PhD experts in "
+        "biology, chemistry and physics. Each question has four options A-D (in a seeded random order); "
+        "exactly one is correct. The model should reason and end with a line 'Answer: X' where X is the "
+        "letter (\\boxed{X}, '(X)' or '**X**' are also accepted; otherwise the last standalone A-D "
+        "counts). Score: accuracy."
+    )
+    max_tokens = 1024
+
+    def __init__(self, data_dir: str | None = None, **options: Any) -> None:
+        data.check_options("gpqa", options, ())
+        super().__init__(data_dir, **options)
+        self._rows: list[dict[str, Any]] | None = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            if data.source_of(self.options) == "hub":
+                raw = data.hub_rows("Idavidrein/gpqa", "gpqa_diamond")
+            else:
+                path = data.local_file(self.data_dir, "gpqa/gpqa_diamond.zip", "GPQA Diamond")
+                raw = data.read_zipped_csv(path, PASSWORD)
+            self._rows = raw
+        return self._rows
+
+    def load(self, split: Split, seed: int) -> list[Example]:
+        by_id = {r["Record ID"]: r for r in self.rows()}
+        ids = splits.shuffled_split(list(by_id), split, seed, splits.FRACTIONS["gpqa"], "gpqa", self.options)
+        out = []
+        for rid in ids:
+            r = by_id[rid]
+            raw = [r["Correct Answer"]] + [r[f"Incorrect Answer {k}"] for k in (1, 2, 3)]
+            opts, letter = permute(seed, rid, [o.strip() for o in raw])
+            body = "\n".join(f"{L}) {o}" for L, o in zip(LETTERS, opts, strict=True))
+            question = f"{r['Question'].strip()}\n\n{body}\n\n{FORMAT}"
+            meta = {"domain": r.get("High-level domain", ""), "options": opts}
+            out.append(Example(rid, question, letter, meta))
+        return out
+
+    def score(self, example: Example, response: str) -> Score:
+        got = answers.extract_letter(response or "", LETTERS)
+        if got is None:
+            return Score(0.0, False, "no answer letter found: end with 'Answer: X' (X in A-D).", None)
+        ok = got == example.answer
+        fb = f"correct: {got}" if ok else f"wrong: expected {example.answer}, got {got}"
+        return Score(float(ok), ok, fb, got)

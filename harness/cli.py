@@ -1,0 +1,124 @@
+"""The `sepo-bench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from harness.config import ConfigError, ExperimentConfig, load_config
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Score the config's system prompt on each benchmark's test examples; print accuracy."""
+    from harness.benchmarks import get_benchmark
+    from harness.evaluator import Evaluator
+    from harness.llm.session import open_llms
+
+    cfg = load_config(args.config)
+    if not cfg.benchmarks:
+        raise ConfigError(f"{args.config}: field 'benchmarks': list at least one benchmark to evaluate.")
+    prompt = args.system_prompt if args.system_prompt is not None else cfg.system_prompt
+    seed = cfg.seeds[0]
+    sandbox = _sandbox_if_needed(cfg)
+    # Load every dataset before the model starts: a missing one is reported before any work.
+    benches = []
+    for b in cfg.benchmarks:
+        bench = get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.options)
+        n = args.n or b.n_test
+        benches.append((bench, bench.load("test", seed)[:n] if n else bench.load("test", seed)))
+    rows = []
+    try:
+        with open_llms(cfg.llm) as llms:
+            for bench, examples in benches:
+                t0 = time.monotonic()
+                ev = Evaluator(bench, llms.task, seed=seed, show_progress=True)
+                res = ev.evaluate(prompt, examples, label=f"{bench.name} ({len(examples)} examples)")
+                correct = sum(r.correct for r in res.records)
+                rows.append({"benchmark": bench.name, "n": len(examples), "correct": correct,
+                             "accuracy": round(res.accuracy, 4), "tokens": res.tokens,
+                             "seconds": round(time.monotonic() - t0, 1)})
+                print(f"{bench.name}: {correct}/{len(examples)} correct, accuracy {res.accuracy:.3f}, "
+                      f"{res.tokens} tokens, {rows[-1]['seconds']} s")
+            usage = llms.ledger.summary()
+    finally:
+        for bench, _ in benches:
+            bench.close()
+        if sandbox is not None:
+            sandbox.close()
+    out = Path(cfg.output_dir) / f"eval-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": args.config, "system_prompt": prompt, "results": rows,
+                               "usage": usage}, indent=2))
+    t = usage["total"]
+    print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
+          f"${t['usd']:.4f}; results written to {out}")
+    return 0
+
+
+def _sandbox_if_needed(cfg: ExperimentConfig):
+    if not any(b.name in ("mbpp",) or b.options.get("scorer") == "python" for b in cfg.benchmarks):
+        return None
+    from sandboxes import make_sandbox
+
+    s = cfg.sandbox
+    kw = {"allow": s.allow_local} if s.backend == "local" else {"image": s.image, "pool_size": s.pool_size}
+    return make_sandbox(s.backend, timeout_s=s.timeout_s, memory_mb=s.memory_mb, **kw)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    """Assemble and verify local model weights (once; later calls only re-check)."""
+    from harness.llm.local import MODELS, ensure_model
+
+    for name in args.names or list(MODELS):
+        print(f"{name}: {ensure_model(name)}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Validate a config file and print it with defaults filled in."""
+    cfg = load_config(args.config)
+    print(cfg.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sepo-bench", description=__doc__ + " System-prompt optimization harness.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("eval", help="score a system prompt on benchmarks", description=_cmd_eval.__doc__)
+    e.add_argument("--config", default="configs/local.yaml", help="experiment YAML (default: %(default)s)")
+    e.add_argument("--n", type=int, default=None, help="examples per benchmark (default: the config's n_test)")
+    e.add_argument("--system-prompt", default=None, help="override the config's system_prompt")
+    e.set_defaults(func=_cmd_eval)
+
+    m = sub.add_parser("models", help="fetch and verify local model weights", description=_cmd_models.__doc__)
+    m.add_argument("names", nargs="*", help="model names (default: all)")
+    m.set_defaults(func=_cmd_models)
+
+    c = sub.add_parser("check-config", help="validate a config file", description=_cmd_check.__doc__)
+    c.add_argument("config", help="experiment YAML")
+    c.set_defaults(func=_cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; finished results are kept in the cache.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # user-fixable errors end in one sentence, not a traceback
+        from harness.errors import user_error_types
+
+        if isinstance(exc, user_error_types()):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

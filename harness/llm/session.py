@@ -1,0 +1,85 @@
+"""Open the LLMs of a run: task and prompt agents, one ledger, one cache, embedded servers.
+
+Everything a user can get wrong (a missing key, an unreachable endpoint, a corrupted model)
+is checked here, before any paid request.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from harness.aio import run_sync
+from harness.config import DEFAULT_LOCAL, ConfigError, EndpointConfig, LLMConfig
+from harness.llm.cache import ResponseCache
+from harness.llm.client import LLMClient, resolve_api_key
+from harness.llm.local import LlamaServer
+from harness.llm.usage import Budget, Ledger
+
+EMBEDDED_TIMEOUT_S = 900.0  # llama.cpp serves one request at a time: queued ones wait
+
+
+@dataclass
+class LLMs:
+    task: LLMClient
+    prompt: LLMClient
+    ledger: Ledger
+    cache: ResponseCache
+
+
+def check_reachable(endpoint: EndpointConfig, role: str, timeout_s: float = 5.0) -> None:
+    """GET {base_url}/models on every replica; one clear sentence if any cannot be reached."""
+    key = resolve_api_key(endpoint, role)
+    for url in endpoint.base_urls:
+        req = urllib.request.Request(url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as r:
+                json.load(r)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise ConfigError(f"The {role} endpoint {url} refused the API key (HTTP {exc.code}); "
+                                  f"check {endpoint.api_key_env}.") from None
+            # some servers do not implement /models: reachable is enough
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"The {role} endpoint {url} is not reachable ({reason}); start the server "
+                              "or fix base_url in the config.") from None
+
+
+@contextmanager
+def open_llms(cfg: LLMConfig, *, preflight: bool = True) -> Iterator[LLMs]:
+    """Clients for both roles; embedded llama.cpp servers start here and stop on exit."""
+    roles = {"task": cfg.task, "prompt": cfg.prompt}
+    for role, ep in roles.items():  # keys first: cheapest check, before any server starts
+        if not ep.embedded:
+            resolve_api_key(ep, role)
+    if preflight:
+        for role, ep in roles.items():
+            if not ep.embedded:
+                check_reachable(ep, role)
+    ledger = Ledger(Budget(**cfg.budget.model_dump()))
+    cache = ResponseCache(cfg.cache.path, cfg.cache.mode)
+    with ExitStack() as stack:
+        stack.callback(cache.close)
+        servers: dict[str, LlamaServer] = {}
+        clients: dict[str, LLMClient] = {}
+        for role, ep in roles.items():
+            if ep.embedded:
+                name = ep.local_model or DEFAULT_LOCAL[role]
+                if name not in servers:
+                    servers[name] = stack.enter_context(
+                        LlamaServer(name, n_ctx=cfg.local_context, n_threads=cfg.local_threads))
+                ep = ep.model_copy(update={"max_concurrency": 1, "timeout_s": max(ep.timeout_s, EMBEDDED_TIMEOUT_S)})
+                clients[role] = LLMClient(ep, role=role, ledger=ledger, cache=cache,
+                                          base_urls=[servers[name].base_url], model=name)
+            else:
+                clients[role] = LLMClient(ep, role=role, ledger=ledger, cache=cache)
+        try:
+            yield LLMs(clients["task"], clients["prompt"], ledger, cache)
+        finally:
+            for c in clients.values():
+                run_sync(c.aclose())

@@ -1,0 +1,90 @@
+"""The prompt agent: an LLM with its own system prompt p~ that writes task prompts (and itself)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from importlib.resources import files
+from string import Template
+
+from harness.aio import run_sync
+from harness.llm.client import LLMClient
+from sepo.feedback import FeedbackItem, render
+
+# What the prompt agent's own "task" is, shown when it rewrites itself.
+PROMPT_TASK = ("Given a task description, a task agent's current system prompt, an archive of earlier "
+               "prompts with scores, and graded examples (failures and successes), write a better system "
+               "prompt for the task agent. Prompts are scored by the task agent's accuracy.")
+
+
+@cache
+def load_text(name: str) -> str:
+    """A prompt file shipped in sepo/prompts/."""
+    return files("sepo").joinpath("prompts", name).read_text(encoding="utf-8")
+
+
+def initial_prompt_agent() -> str:
+    """The hand-written prompt-agent system prompt p~0."""
+    return load_text("prompt_agent.md").strip()
+
+
+SELF_TAG = "agent_prompt"  # self-rewrites use their own tag: p~ itself talks about <prompt> tags
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
+
+
+def extract_prompt(reply: str, tag: str = "prompt") -> str:
+    """The child prompt from a reply: the last non-empty <tag>..</tag>, else the text after an
+    unclosed <tag> (a truncated reply), else the last fenced block, else the whole reply stripped."""
+    pattern = re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL | re.IGNORECASE)
+    tagged = [m.strip() for m in pattern.findall(reply) if m.strip()]
+    if tagged:
+        return tagged[-1]
+    low, opener = reply.lower(), f"<{tag}>"
+    if opener in low:
+        rest = reply[low.rindex(opener) + len(opener):].strip()
+        if rest:
+            return rest
+    fenced = [m.strip() for m in _FENCE.findall(reply) if m.strip()]
+    if fenced:
+        return fenced[-1]
+    return reply.strip()
+
+
+class PromptAgent:
+    def __init__(self, llm: LLMClient, system_prompt: str, *, temperature: float | None = 0.7,
+                 max_tokens: int | None = 1500) -> None:
+        self.llm = llm
+        self.system_prompt = system_prompt
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+
+    def _ask(self, user: str, seed: int | None) -> str:
+        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+        res = run_sync(self.llm.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
+                                     seed=seed))
+        return res.text
+
+    @staticmethod
+    def request(template: str, task_description: str, parent_prompt: str, archive_summary: str,
+                feedback: Sequence[FeedbackItem], parent_score: float | None = None) -> str:
+        score = "not scored" if parent_score is None else f"{parent_score:.3f}"
+        return Template(load_text(template)).safe_substitute(
+            task_description=task_description.strip() or "(no description given)",
+            parent_prompt=parent_prompt.strip() or "(empty: the agent currently has no system prompt)",
+            parent_score=score, archive=archive_summary.strip() or "(none)", feedback=render(feedback))
+
+    def propose(self, task_description: str, parent_prompt: str, archive_summary: str,
+                feedback: Sequence[FeedbackItem], *, parent_score: float | None = None,
+                seed: int | None = None) -> str:
+        """A child task prompt; the parent itself when the reply holds no usable prompt."""
+        user = self.request("task_request.md", task_description, parent_prompt, archive_summary, feedback,
+                            parent_score)
+        return extract_prompt(self._ask(user, seed)) or parent_prompt
+
+    def propose_self(self, archive_summary: str, feedback: Sequence[FeedbackItem], *,
+                     parent_score: float | None = None, seed: int | None = None) -> str:
+        """A rewrite of the agent's own system prompt (pre-training): p~ rewrites p~."""
+        user = self.request("self_request.md", PROMPT_TASK, self.system_prompt, archive_summary, feedback,
+                            parent_score)
+        return extract_prompt(self._ask(user, seed), SELF_TAG) or self.system_prompt

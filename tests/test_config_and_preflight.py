@@ -1,0 +1,80 @@
+"""Bad input ends in one clear sentence before any work: configs, keys, endpoints; keys never leak."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.aio import run_sync
+from harness.cli import main
+from harness.config import ConfigError, load_config
+from harness.llm.session import open_llms
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_shipped_configs_validate():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text,field,msg", [
+    ("llm:\n  task:\n    temprature: 0.5\n", "llm.task.temprature", "unknown key"),
+    ("llm:\n  task:\n    max_tokens: lots\n", "llm.task.max_tokens", "integer"),
+    ("seeds: []\n", "seeds", "at least one seed"),
+    ("llm:\n  cache:\n    mode: sometimes\n", "llm.cache.mode", "read-write"),
+    ("benchmarks:\n  - n_test: 3\n", "benchmarks.0.name", "required"),
+])
+def test_malformed_config_names_field_and_file(tmp_path, text, field, msg):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert str(p) in str(info.value) and f"'{field}'" in str(info.value) and msg in str(info.value)
+
+
+def test_cli_prints_one_sentence_for_bad_config(tmp_path, capsys):
+    p = write(tmp_path, "nmae: typo\n")
+    assert main(["check-config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'nmae'" in err and "Traceback" not in err
+
+
+def test_missing_api_key_reported_before_any_request(tmp_path, loopback, monkeypatch):
+    monkeypatch.delenv("SEPO_TEST_KEY", raising=False)
+    cfg = load_config(write(tmp_path, f"llm:\n  task:\n    base_url: {loopback.url}\n    model: m\n"
+                                      f"    api_key_env: SEPO_TEST_KEY\n  prompt:\n    base_url: {loopback.url}\n"))
+    with pytest.raises(ConfigError, match="set the environment variable SEPO_TEST_KEY"):
+        with open_llms(cfg.llm):
+            pass
+    assert loopback.requests == []
+
+
+def test_unreachable_endpoint_reported_before_any_work(tmp_path):
+    cfg = load_config(write(tmp_path, "llm:\n  task:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"
+                                      "  prompt:\n    base_url: http://127.0.0.1:9/v1\n"))
+    with pytest.raises(ConfigError, match="task endpoint http://127.0.0.1:9/v1 is not reachable"):
+        with open_llms(cfg.llm):
+            pass
+
+
+def test_api_key_never_reaches_disk_or_logs(tmp_path, loopback, monkeypatch, capsys, caplog):
+    secret = "sk-test-SECRET-4f9a2c7e1b"
+    monkeypatch.setenv("SEPO_TEST_KEY", secret)
+    cache = tmp_path / "cache.sqlite"
+    cfg = load_config(write(tmp_path, f"llm:\n  cache:\n    path: {cache}\n  task:\n    base_url: {loopback.url}\n"
+                                      f"    model: m\n    api_key_env: SEPO_TEST_KEY\n  prompt:\n"
+                                      f"    base_url: {loopback.url}\n    api_key_env: SEPO_TEST_KEY\n"))
+    with open_llms(cfg.llm) as llms:
+        for i in range(3):
+            run_sync(llms.task.chat([{"role": "user", "content": f"q{i}"}]))
+        summary = repr(llms.ledger.summary()) + repr(llms.task.endpoint)
+    assert len(loopback.requests) == 3
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    out = capsys.readouterr()
+    assert secret.encode() not in written
+    assert secret not in out.out + out.err + caplog.text + summary

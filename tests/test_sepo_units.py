@@ -1,0 +1,138 @@
+"""SePO building blocks: parent selection, admission, archive I/O, reply parsing, feedback balance."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from sepo.agent import PromptAgent, extract_prompt, initial_prompt_agent, load_text
+from sepo.archive import Archive, Entry, admits, sigmoid
+from sepo.evolve import EvolveSettings, derive_seed
+from sepo.feedback import FeedbackItem, balance, render, truncate
+
+
+def _archive(specs: list[tuple[float, int]], **kw) -> Archive:
+    """Candidates c0.. with the given scores, each with `children` rejected children (never parents)."""
+    a = Archive(**kw)
+    for i, (score, _) in enumerate(specs):
+        a.add(Entry(f"c{i}", f"prompt {i}", None, 0, score))
+    for i, (_, children) in enumerate(specs):
+        for j in range(children):
+            a.add(Entry(f"c{i}-{j}", "rejected", f"c{i}", 1, 1.0, admitted=False))
+    return a
+
+
+def test_parent_selection_matches_dgm_formula_in_20k_draws():
+    specs = [(0.2, 0), (0.5, 0), (0.8, 0), (0.8, 3), (0.95, 1), (0.6, 1)]
+    a = _archive(specs)
+    assert [e.children for e in a.entries[:6]] == [c for _, c in specs]
+    rng = random.Random(1234)
+    n = 20_000
+    counts = Counter(a.select_parent(rng).id for _ in range(n))
+    w = [sigmoid(10 * (s - 0.5)) / (1 + c) for s, c in specs]
+    expected = {f"c{i}": wi / sum(w) for i, wi in enumerate(w)}
+    assert set(counts) <= set(expected)  # rejected candidates are never parents
+    for cid, p in expected.items():
+        sd = math.sqrt(p * (1 - p) / n)
+        assert abs(counts[cid] / n - p) < max(4 * sd, 0.003), (cid, counts[cid] / n, p)
+    # high scores preferred, many children penalised
+    assert counts["c2"] > counts["c1"] > counts["c0"]
+    assert counts["c2"] > 2.5 * counts["c3"]  # same score, 3 children: weight / 4
+
+
+def test_selection_sees_the_archive_as_it_stood_when_the_generation_started():
+    a = Archive()
+    a.add(Entry("r", "root", None, 0, 0.5))
+    a.add(Entry("k1", "child", "r", 1, 0.9))
+    a.add(Entry("k2", "child 2", "r", 1, 0.9))
+    rng = random.Random(0)
+    assert {a.select_parent(rng, before=1).id for _ in range(50)} == {"r"}  # siblings never parent each other
+    (_, w_root_then), = a.weights(before=1)
+    w_now = dict((e.id, w) for e, w in a.weights())
+    assert w_root_then == pytest.approx(0.5) and w_now["r"] == pytest.approx(0.5 / 3)
+
+
+def test_selection_settings_lam_alpha0():
+    a = _archive([(0.3, 0), (0.7, 0)], lam=1.0, alpha0=0.3)
+    (e0, w0), (e1, w1) = a.weights()
+    assert w0 == pytest.approx(0.5) and w1 == pytest.approx(sigmoid(0.4))
+
+
+def test_linear_mode_always_the_latest_admitted():
+    a = _archive([(0.9, 0), (0.1, 0), (0.5, 2)], linear=True)
+    rng = random.Random(0)
+    assert {a.select_parent(rng).id for _ in range(200)} == {"c2"}
+    assert a.summary("c2") == "(no archive in this run)"
+
+
+@pytest.mark.parametrize(("child", "parent", "tol", "ok"), [
+    (0.5, 0.5, 0.0, True),  # a tie enters with tolerance 0
+    (0.4375, 0.5, 0.0, False),  # one example worse on 16
+    (0.4375, 0.5, 0.0625, True),  # exactly at the boundary (float error absorbed)
+    (0.4375, 0.5, 0.06, False),
+    (0.1, 0.5 + 0.1 + 0.2, 0.7, True),  # 0.1 >= 0.8 - 0.7 despite 0.8 - 0.7 = 0.10000000000000009
+    (0.0, 1.0, None, True),  # None keeps every child
+    (0.0, None, 0.0, True),  # unscored parent
+    (1.0, 0.5, 0.0, True),
+])
+def test_admission_tolerance_edges(child, parent, tol, ok):
+    assert admits(child, parent, tol) is ok
+
+
+def test_archive_json_round_trip_and_children_counts():
+    a = Archive(lam=5.0, alpha0=0.4)
+    a.add(Entry("r", "root", None, 0, 0.5, feedback=[FeedbackItem("e1", "q", "r", 0.0, False, "no")]))
+    a.add(Entry("k1", "child", "r", 1, 0.6))
+    a.add(Entry("k2", "worse", "r", 1, 0.1, admitted=False))
+    assert a["r"].children == 2  # rejected children count too (documented choice)
+    b = Archive.from_dict(a.to_dict())
+    assert b == a and b.best().id == "k1" and [e.id for e in b.ranked()] == ["k1", "r"]
+    assert "k2" not in b.summary("r") and "k1" in b.summary("r")
+
+
+def test_extract_prompt_variants():
+    assert extract_prompt("Analysis.\n<prompt>\nBe exact.\n</prompt>") == "Be exact."
+    assert extract_prompt("<prompt>old</prompt> then <PROMPT>new</PROMPT>") == "new"
+    assert extract_prompt("<prompt></prompt>\n<prompt>x</prompt>") == "x"
+    assert extract_prompt("thinking...\n<prompt>\nTruncated at the end") == "Truncated at the end"
+    assert extract_prompt("Here:\n```text\nFenced prompt\n```\nbye") == "Fenced prompt"
+    assert extract_prompt("  just a prompt \n") == "just a prompt"
+    own = "Reply with <prompt> and </prompt> tags.\nRULE-1"
+    assert extract_prompt(f"Better:\n<agent_prompt>\n{own}\n</agent_prompt>", "agent_prompt") == own
+
+
+def test_balance_is_one_to_one():
+    fails = [FeedbackItem(f"f{i}", "q", "r", 0.0, False, "") for i in range(5)]
+    wins = [FeedbackItem(f"w{i}", "q", "r", 1.0, True, "") for i in range(2)]
+    got = balance(fails + wins, 3)
+    assert [i.example_id for i in got] == ["f0", "f1", "w0", "w1"]
+    assert [i.example_id for i in balance(fails, 3)] == ["f0", "f1", "f2"]
+    assert balance([], 3) == []
+    assert "FAILURE" in render(got) and "SUCCESS" in render(got)
+
+
+def test_truncate_keeps_head_and_tail():
+    t = truncate("H" * 500 + "T" * 500, 100)
+    assert t.startswith("H" * 66) and t.endswith("T" * 34) and "cut" in t
+    assert truncate("short", 100) == "short"
+
+
+def test_request_holds_task_parent_archive_and_feedback():
+    items = [FeedbackItem("e", "What is 2+2?", "5", 0.0, False, "expected 4")]
+    user = PromptAgent.request("task_request.md", "Add numbers.", "Be careful.", "## c1 (score 0.9)", items, 0.25)
+    for part in ("Add numbers.", "<parent_prompt>\nBe careful.\n</parent_prompt>", "score 0.250", "## c1",
+                 "What is 2+2?", "expected 4", "<prompt>"):
+        assert part in user
+    assert "$" not in user
+    assert "<prompt>" in initial_prompt_agent() and "$parent_prompt" in load_text("self_request.md")
+
+
+def test_settings_defaults_and_derived_seeds():
+    s = EvolveSettings()
+    assert (s.generations, s.children, s.minibatch, s.lam, s.alpha0, s.tolerance) == (5, 2, 16, 10.0, 0.5, 0.0)
+    assert derive_seed(1, "a", 2) == derive_seed(1, "a", 2) != derive_seed(1, "a", 3)
+    with pytest.raises(ValueError):
+        EvolveSettings(bogus=1)
