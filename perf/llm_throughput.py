@@ -3,6 +3,7 @@
 Prints achieved requests/s at concurrency 1, 8 and 32 as a ratio of the ideal
 (concurrency / latency), and the time to re-run the same requests from the cache as a
 ratio of the first run. Targets: >= 0.85 of ideal at 32; cache re-run < 0.05.
+Also: throughput with two replicas of an endpoint vs one (target ~2x).
 
     .venv/bin/python perf/llm_throughput.py [--latency 0.1] [--requests 256]
 """
@@ -52,6 +53,17 @@ def main() -> None:
             print(f"{conc:>11} {n:>8} {rate:>8.1f} {ideal:>8.1f} {rate / ideal:>6.2f}"
                   f"   cache re-run {again:.3f} s = {again / first:.4f} of first run")
             run_sync(c.aclose())
+        # Replicas: the same per-replica concurrency over two servers should double throughput.
+        server2, url2 = serve_in_subprocess(args.latency)
+        rates = []
+        for urls in ([url], [url, url2]):
+            c = LLMClient(EndpointConfig(base_url=urls, model="m", max_concurrency=8), role="task")
+            run_sync(burst(c, 16, f"warm-up-r{len(urls)}"))
+            rates.append(512 / run_sync(burst(c, 512, f"r{len(urls)}")))
+            run_sync(c.aclose())
+        print(f"replicas: 1 x conc 8 -> {rates[0]:.1f} req/s; 2 x conc 8 -> {rates[1]:.1f} req/s "
+              f"({rates[1] / rates[0]:.2f}x)")
+        server2.terminate()
     server.terminate()
 
 

@@ -45,3 +45,35 @@ def test_verified_stamp_detects_later_change(tmp_path):
 def test_unknown_local_model_is_a_clear_error():
     with pytest.raises(local.ModelError, match="choose one of"):
         local.ensure_model("gpt-9")
+
+
+@pytest.mark.local_model
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_server_stops_when_the_run_ends(sig):
+    """Ctrl-C ends the run cleanly; even a killed run leaves no server behind (parent-death signal)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from harness.llm.local import LlamaServer\n"
+            "with LlamaServer('smollm2-135m', n_ctx=512) as s:\n"
+            "    print(s.port, s.proc.pid, flush=True); time.sleep(120)\n")
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", code, root], stdout=subprocess.PIPE, text=True)
+    port, server_pid = map(int, proc.stdout.readline().split())
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # the server is up
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            __import__("os").kill(server_pid, 0)
+            # still there (maybe a zombie awaiting reaping by init): check the port instead
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"llama.cpp server still listening on {port} after {sig} of its run")
