@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.config import ConfigError
+
 ENV_VAR = "SEPO_DATA_DIR"
 _DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOURCES = ("local", "hub")
@@ -99,7 +101,7 @@ def hub_rows(hub_id: str, config: str | None = None, splits: Iterable[str] | Non
 def source_of(options: dict[str, Any]) -> str:
     source = options.get("source", "local")
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
+        raise ConfigError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
     return source
 
 
@@ -108,7 +110,7 @@ def check_options(benchmark: str, options: dict[str, Any], allowed: Iterable[str
     known = set(allowed) | COMMON_OPTIONS
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"benchmark {benchmark!r} has no option {', '.join(map(repr, unknown))}; "
             f"known options: {', '.join(sorted(known))}."
         )

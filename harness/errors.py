@@ -5,16 +5,11 @@ from __future__ import annotations
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     from harness.config import ConfigError
+    from harness.data import DataFormatError, DatasetMissing
     from harness.llm.client import LLMError
     from harness.llm.local import ModelError
     from harness.llm.usage import BudgetExceeded
     from sandboxes.base import SandboxUnavailable
 
-    types: list[type[BaseException]] = [ConfigError, LLMError, ModelError, BudgetExceeded, SandboxUnavailable]
-    try:
-        from harness.data import DatasetMissing
-
-        types.append(DatasetMissing)
-    except ImportError:
-        pass
-    return tuple(types)
+    return (ConfigError, DatasetMissing, DataFormatError, LLMError, ModelError, BudgetExceeded,
+            SandboxUnavailable)

@@ -28,6 +28,8 @@ import random
 from collections.abc import Hashable, Sequence
 from typing import Any, TypeVar
 
+from harness.config import ConfigError
+
 K = TypeVar("K", bound=Hashable)
 SPLITS = ("train", "val", "test")
 
@@ -48,14 +50,14 @@ SUDOKU_SIZES: dict[str, int] = {"train": 100, "val": 50, "test": 100}
 
 def check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
 
 
 def requested(options: dict[str, Any], split: str) -> int | None:
     """The n_<split> option, validated as a positive int, or None."""
     n = options.get(f"n_{split}")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
-        raise ValueError(f"n_{split} must be a positive integer, got {n!r}.")
+        raise ConfigError(f"n_{split} must be a positive integer, got {n!r}.")
     return n
 
 
@@ -88,7 +90,7 @@ def shuffled_split(
     n_val = requested(options, "val") or d_val
     n_test = (requested(options, "test") or d_test) if with_test else 0
     if n_train + n_val + n_test > n:
-        raise ValueError(
+        raise ConfigError(
             f"{salt}: n_train={n_train}, n_val={n_val}"
             + (f", n_test={n_test}" if with_test else "")
             + f" need {n_train + n_val + n_test} items but only {n} exist; ask for fewer."

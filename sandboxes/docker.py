@@ -10,6 +10,7 @@ at interpreter exit, on errors and on Ctrl-C.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -19,6 +20,7 @@ import time
 import uuid
 import weakref
 from collections import deque
+from typing import Self
 
 from sandboxes.base import Program, RunResult, SandboxUnavailable
 from sandboxes.image import DEFAULT_TAG, ensure_image
@@ -33,7 +35,7 @@ HOW_TO_START = ("start it with `make docker` or `dockerd --bridge=none --iptable
 _LIVE: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
 
 
-def connect(timeout: float = 600):  # noqa: ANN201
+def connect(timeout: float = 600):
     """A docker client, or SandboxUnavailable saying how to start the engine."""
     try:
         import docker
@@ -42,12 +44,12 @@ def connect(timeout: float = 600):  # noqa: ANN201
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise SandboxUnavailable(f"Docker engine not reachable ({type(e).__name__}); {HOW_TO_START}.") from e
     return client
 
 
-def remove_labelled(client=None, only_dead_owners: bool = False) -> int:  # noqa: ANN001
+def remove_labelled(client=None, only_dead_owners: bool = False) -> int:
     """Remove sandbox containers (all, or only those whose owning process on this host has exited)."""
     client = client or connect()
     n = 0
@@ -56,11 +58,9 @@ def remove_labelled(client=None, only_dead_owners: bool = False) -> int:  # noqa
             host, _, pid = c.labels.get(OWNER, "").rpartition(":")
             if host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
                 continue
-        try:
+        with contextlib.suppress(Exception):  # already gone
             c.remove(force=True)
             n += 1
-        except Exception:  # noqa: BLE001 - already gone
-            pass
     return n
 
 
@@ -94,10 +94,8 @@ class _Slot:
         self.cid, self.deadline, self.killed = c.id, None, False
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             self.sb.client.api.remove_container(self.cid, force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
 
     def replace(self) -> None:
         self.remove()
@@ -111,10 +109,8 @@ class _Slot:
 
     def kill(self) -> None:
         self.killed = True
-        try:
+        with contextlib.suppress(Exception):
             self.sb.client.api.kill(self.cid)
-        except Exception:  # noqa: BLE001
-            pass
 
     def exec_batch(self, sources: list[str], t: float) -> tuple[list[dict], str, str | None]:
         sb, api = self.sb, self.sb.client.api
@@ -155,7 +151,7 @@ class DockerSandbox:
 
     def __init__(self, image: str = DEFAULT_TAG, *, memory_mb: int = 256, pids: int = 64, cpus: float = 1.0,
                  pool_size: int = 2, timeout_s: float = 10.0, output_cap: int = DEFAULT_CAP, tmpfs_mb: int = 64,
-                 fsize_mb: int = 16, build: bool = True, client=None) -> None:  # noqa: ANN001
+                 fsize_mb: int = 16, build: bool = True, client=None) -> None:
         self.client = client or connect()
         self.image, self.memory_mb, self.pids, self.cpus = image, memory_mb, pids, cpus
         self.pool_size, self.timeout_s, self.output_cap = pool_size, timeout_s, output_cap
@@ -192,7 +188,7 @@ class DockerSandbox:
                                          "`python -m sandboxes.image`.") from None
         try:
             ensure_image(self.image, client=self.client)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise SandboxUnavailable(f"Sandbox image {self.image} is missing and building it failed ({e}); "
                                      "run `python -m sandboxes.image` as root.") from e
 
@@ -265,7 +261,7 @@ class DockerSandbox:
         for th in threads:
             th.join(timeout=30)
 
-    def __enter__(self) -> DockerSandbox:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -44,7 +44,7 @@ def rootfs_tarball() -> Path:
     return cache_dir() / f"rootfs-{SUITE}-{'-'.join(PACKAGES)}.tar"
 
 
-def _client():  # noqa: ANN202 - docker is imported lazily
+def _client():
     import docker
 
     from sandboxes.base import SandboxUnavailable
@@ -52,14 +52,14 @@ def _client():  # noqa: ANN202 - docker is imported lazily
     try:
         client = docker.from_env()
         client.ping()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise SandboxUnavailable(
             f"Docker engine not reachable ({type(e).__name__}); start it with `make docker` or "
             "`dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false &`.") from e
     return client
 
 
-def image_exists(tag: str = DEFAULT_TAG, client=None) -> bool:  # noqa: ANN001
+def image_exists(tag: str = DEFAULT_TAG, client=None) -> bool:
     import docker
 
     client = client or _client()
@@ -70,7 +70,7 @@ def image_exists(tag: str = DEFAULT_TAG, client=None) -> bool:  # noqa: ANN001
         return False
 
 
-def build_rootfs(log=print) -> Path:  # noqa: ANN001
+def build_rootfs(log=print) -> Path:
     """debootstrap a minimal Debian with python3 and cache it as a tarball; returns the tarball path."""
     out = rootfs_tarball()
     if out.exists():
@@ -98,7 +98,7 @@ def build_rootfs(log=print) -> Path:  # noqa: ANN001
     return out
 
 
-def import_rootfs(tarball: Path, tag: str = DEFAULT_TAG, client=None) -> str:  # noqa: ANN001
+def import_rootfs(tarball: Path, tag: str = DEFAULT_TAG, client=None) -> str:
     """`docker import` the tarball as `tag` with the sandbox defaults (non-root user, sleep)."""
     client = client or _client()
     repo, _, version = tag.partition(":")
@@ -108,7 +108,7 @@ def import_rootfs(tarball: Path, tag: str = DEFAULT_TAG, client=None) -> str:  #
     return tag
 
 
-def build_from_dockerfile(tag: str = DEFAULT_TAG, base: str = "python:3.11-slim", client=None) -> str:  # noqa: ANN001
+def build_from_dockerfile(tag: str = DEFAULT_TAG, base: str = "python:3.11-slim", client=None) -> str:
     """The online path: build sandboxes/image/Dockerfile FROM a slim Python image (needs a registry)."""
     client = client or _client()
     client.images.build(path=str(IMAGE_DIR), tag=tag, buildargs={"BASE": base}, rm=True)
@@ -116,7 +116,7 @@ def build_from_dockerfile(tag: str = DEFAULT_TAG, base: str = "python:3.11-slim"
 
 
 def ensure_image(tag: str = DEFAULT_TAG, *, dockerfile: bool = False, rebuild: bool = False,
-                 fresh: bool = False, client=None, log=print) -> str:  # noqa: ANN001
+                 fresh: bool = False, client=None, log=print) -> str:
     """Return `tag`, building it first if it is missing (or if rebuild; fresh also redoes debootstrap)."""
     client = client or _client()
     if not (rebuild or fresh) and image_exists(tag, client):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import Self
 
 from sandboxes.base import Program, RunResult, SandboxUnavailable
 
@@ -172,7 +173,7 @@ class LocalSandbox:
                 except OSError:
                     pass
 
-    def __enter__(self) -> LocalSandbox:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sandboxes import make_sandbox  # noqa: E402
-from sandboxes.base import Program, RunResult, Sandbox  # noqa: E402
+from sandboxes import make_sandbox
+from sandboxes.base import Program, RunResult, Sandbox
 
 
 def data_dir() -> Path:

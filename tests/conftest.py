@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SEPO_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 
-from tests.loopback import LoopbackServer  # noqa: E402
+from tests.loopback import LoopbackServer
 
 
 @pytest.fixture

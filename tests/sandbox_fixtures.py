@@ -18,12 +18,24 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the project may not be pip-installed in the test environment
     sys.path.insert(0, str(ROOT))
 
-from sandboxes.base import Program, SandboxUnavailable  # noqa: E402
+from sandboxes.base import Program, SandboxUnavailable
 
 SKIP_DOCKER = os.environ.get("SEPO_SKIP_DOCKER") == "1"
 
 
-def open_docker(**kw):  # noqa: ANN003, ANN201
+def require_docker():
+    """A docker client, or skip (SEPO_SKIP_DOCKER=1) / fail with the reason the engine is unreachable."""
+    if SKIP_DOCKER:
+        pytest.skip("SEPO_SKIP_DOCKER=1")
+    from sandboxes.docker import connect
+
+    try:
+        return connect()
+    except SandboxUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+def open_docker(**kw):
     """A DockerSandbox, or skip (SEPO_SKIP_DOCKER=1) / fail with the reason the engine is unusable."""
     if SKIP_DOCKER:
         pytest.skip("SEPO_SKIP_DOCKER=1")
@@ -35,11 +47,11 @@ def open_docker(**kw):  # noqa: ANN003, ANN201
         pytest.fail(str(e), pytrace=False)
 
 
-def own_containers(client) -> list:  # noqa: ANN001
+def own_containers(client) -> list:
     """Sandbox containers started by this process."""
-    from sandboxes.docker import LABEL, OWNER
-
     import socket
+
+    from sandboxes.docker import LABEL, OWNER
 
     me = f"{socket.gethostname()}:{os.getpid()}"
     return [c for c in client.containers.list(all=True, filters={"label": LABEL}) if c.labels.get(OWNER) == me]

@@ -124,6 +124,9 @@ def test_reference_solutions_pass_and_wrong_ones_fail_in_docker(docker_mbpp, var
     refs = {r["task_id"]: r["code"] for r in bench.rows()}
     good = bench.score_many(exs, [FENCED.format(code=refs[int(e.id)]) for e in exs])
     assert all(s.correct for s in good), [(e.id, s.feedback) for e, s in zip(exs, good, strict=True)]
+    if variant == "full":  # test_setup_code builds trees from the solution's own Node class
+        node = next(e for e in bench.load("test", 0) if e.id == "367")
+        assert node.meta["test_setup"] and bench.score(node, FENCED.format(code=refs[367])).correct
     wrong = [
         FENCED.format(code=f"def {e.meta['entry_point']}(*args, **kwargs):\n    return None") for e in exs[:4]
     ]

@@ -89,12 +89,13 @@ def test_gpqa_correct_formats(gpqa):
     bench, exs = gpqa
     for ex in exs[:20]:
         L = ex.answer
+        text = ex.meta["options"]["ABCD".index(L)]
         for reply in (
             f"Reasoning about the options...\n\nAnswer: {L}",
             f"The correct option is ({L}).",
             f"**{L}**",
             f"Therefore the answer is $\\boxed{{{L}}}$.",
-            f"Let me think. Option A seems plausible, but it fails. The answer is {L}) {ex.meta['options']['ABCD'.index(L)]}",
+            f"Let me think. Option A seems plausible, but it fails. The answer is {L}) {text}",
             f"ANSWER: {L}",
             f"Final answer: **{L}**",
             f"{L}",

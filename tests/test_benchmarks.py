@@ -33,11 +33,14 @@ def test_registry_and_unknown_name():
     with pytest.raises(ValueError, match=r"unknown benchmark 'aim'.*aime, arc, custom, gpqa, mbpp, sudoku"):
         get_benchmark("aim")
     assert get_benchmark("GPQA-Diamond").name == "gpqa"
+    assert get_benchmark("aime", sandbox=object()).options == {}  # a run's sandbox is ignored where unused
     assert get_benchmark("mbpp-sanitized").variant == "sanitized"
 
 
 def test_unknown_option_is_rejected():
-    with pytest.raises(ValueError, match=r"no option 'n_tran'.*n_train"):
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"no option 'n_tran'.*n_train"):
         get_benchmark("aime", n_tran=5)
     with pytest.raises(ValueError, match="variant must be one of full, sanitized"):
         get_benchmark("mbpp", variant="tiny")
@@ -191,3 +194,27 @@ def test_questions_carry_the_answer_format(benches):
     assert q.answer[0] in q.question and q.answer[1] not in q.question and "```python" in q.question
     arc = benches["arc"].load("train", 0)[0]
     assert "Example 1\nInput:" in arc.question and "Test input:" in arc.question
+
+
+def test_hub_source_goes_through_datasets(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(hub_id, config=None):
+        calls.append((hub_id, config))
+        return {"train": [{"id": f"p{i}", "problem": f"Problem {i}", "answer": str(i)} for i in range(6)]}
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    aime = get_benchmark("aime", source="hub")
+    exs = [e for s in SPLITS for e in aime.load(s, 0)]
+    assert calls == [("math-ai/aime25", None)] and sorted(e.answer for e in exs) == list(range(6))
+
+    def offline(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(data.DatasetMissing, match=r"Idavidrein/gpqa \(gpqa_diamond\).*source: local"):
+        get_benchmark("gpqa", source="hub").load("test", 0)
+    with pytest.raises(ValueError, match="source must be one of local, hub"):
+        get_benchmark("mbpp", source="kaggle").load("test", 0)

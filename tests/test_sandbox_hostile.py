@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 
 from sandboxes.base import Program
-from tests.sandbox_fixtures import ROOT, docker_sandbox, ok_program, open_docker, own_containers  # noqa: F401
 
+pytest.register_assert_rewrite("tests.sandbox_fixtures")
+from tests.sandbox_fixtures import ROOT, ok_program, open_docker, own_containers, require_docker
+
+pytest_plugins = ["tests.sandbox_fixtures"]  # one session-wide sandbox per backend
 pytestmark = pytest.mark.docker
 CAP = 64 * 1024
 
 
 @pytest.fixture
-def sb(docker_sandbox):  # noqa: ANN001, ANN201, F811
+def sb(docker_sandbox):
     """The session sandbox; after each test the pool must still run normal programs on every container."""
     yield docker_sandbox
     res = docker_sandbox.run_many([ok_program(i) for i in range(6)], timeout_s=5)
@@ -32,18 +35,18 @@ def sb(docker_sandbox):  # noqa: ANN001, ANN201, F811
         assert [p[-1] for p in procs] == ["sleep infinity"], procs
 
 
-def run(sb, code: str, timeout_s: float = 3.0):  # noqa: ANN001, ANN201
+def run(sb, code: str, timeout_s: float = 3.0):
     return sb.run(Program(textwrap.dedent(code), ""), timeout_s=timeout_s)
 
 
-def test_infinite_loop_times_out(sb) -> None:  # noqa: ANN001
+def test_infinite_loop_times_out(sb) -> None:
     t0 = time.monotonic()
     r = run(sb, "while True:\n    pass\n", timeout_s=2)
     assert r.reason == "timeout" and not r.passed
     assert time.monotonic() - t0 < 4
 
 
-def test_sleeping_children_are_killed(sb) -> None:  # noqa: ANN001
+def test_sleeping_children_are_killed(sb) -> None:
     r = run(sb, """
         import os, subprocess, time
         for _ in range(5):
@@ -55,7 +58,7 @@ def test_sleeping_children_are_killed(sb) -> None:  # noqa: ANN001
     assert r.passed and "parent done" in r.output  # the fixture checks that the sleepers are gone
 
 
-def test_fork_bomb_hits_process_limit(sb) -> None:  # noqa: ANN001
+def test_fork_bomb_hits_process_limit(sb) -> None:
     t0 = time.monotonic()
     r = run(sb, """
         import os
@@ -67,7 +70,7 @@ def test_fork_bomb_hits_process_limit(sb) -> None:  # noqa: ANN001
     assert time.monotonic() - t0 < 5 + 6
 
 
-def test_memory_bomb_is_killed(sb) -> None:  # noqa: ANN001
+def test_memory_bomb_is_killed(sb) -> None:
     r = run(sb, """
         blocks = []
         while True:
@@ -77,12 +80,12 @@ def test_memory_bomb_is_killed(sb) -> None:  # noqa: ANN001
     assert r.reason == "killed (memory)" or "MemoryError" in r.reason, r
 
 
-def test_big_single_allocation_fails(sb) -> None:  # noqa: ANN001
+def test_big_single_allocation_fails(sb) -> None:
     r = run(sb, "x = bytearray(2 * 1024 ** 3)\nprint('allocated')\n")
     assert not r.passed and "allocated" not in r.output
 
 
-def test_no_network(sb) -> None:  # noqa: ANN001
+def test_no_network(sb) -> None:
     host = socket.socket()
     host.bind(("127.0.0.1", 0))
     host.listen()
@@ -112,7 +115,7 @@ def test_no_network(sb) -> None:  # noqa: ANN001
     assert "['lo']" in r.output
 
 
-def test_cannot_write_outside_tmp(sb) -> None:  # noqa: ANN001
+def test_cannot_write_outside_tmp(sb) -> None:
     r = run(sb, """
         import os
         for path in ["/x", "/etc/passwd", "/var/tmp/x", "/usr/lib/python3.11/os.py", "/root/x", "/opt/x"]:
@@ -131,7 +134,7 @@ def test_cannot_write_outside_tmp(sb) -> None:  # noqa: ANN001
     assert "Read-only file system" in r.output and "TMP-OK 65534" in r.output
 
 
-def test_tmp_is_small(sb) -> None:  # noqa: ANN001
+def test_tmp_is_small(sb) -> None:
     r = run(sb, """
         chunk = b"z" * (1024 * 1024)
         written = 0
@@ -147,7 +150,7 @@ def test_tmp_is_small(sb) -> None:  # noqa: ANN001
     assert int(r.output.split("STOPPED")[1].split()[0]) <= 64
 
 
-def test_no_host_files(sb) -> None:  # noqa: ANN001
+def test_no_host_files(sb) -> None:
     shadow = Path("/etc/shadow")
     host_hash = hashlib.sha256(shadow.read_bytes()).hexdigest() if os.access(shadow, os.R_OK) else "unreadable"
     r = run(sb, f"""
@@ -168,13 +171,13 @@ def test_no_host_files(sb) -> None:  # noqa: ANN001
     assert "/work" not in r.output.split("MOUNTS")[1]
 
 
-def test_huge_output_capped(sb) -> None:  # noqa: ANN001
+def test_huge_output_capped(sb) -> None:
     r = run(sb, "import sys\nwhile True:\n    sys.stdout.write('A' * 65536)\n", timeout_s=2)
     assert r.reason == "timeout"
     assert len(r.output) <= CAP + 200 and "truncated" in r.output
 
 
-def test_program_killing_the_runner_is_blamed_alone(sb) -> None:  # noqa: ANN001
+def test_program_killing_the_runner_is_blamed_alone(sb) -> None:
     progs = [ok_program(1), Program("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", ""),
              ok_program(2), Program("import os, signal\nos.kill(-1, signal.SIGKILL)\n", ""), ok_program(3)]
     res = sb.run_many(progs, timeout_s=5)
@@ -182,7 +185,7 @@ def test_program_killing_the_runner_is_blamed_alone(sb) -> None:  # noqa: ANN001
     assert "runner died" in res[1].reason
 
 
-def test_cannot_forge_results(sb) -> None:  # noqa: ANN001
+def test_cannot_forge_results(sb) -> None:
     fake = '{"i": 0, "rc": 0, "timeout": false, "out": "", "dur": 0.0}'
     r = run(sb, f"""
         import os
@@ -210,6 +213,7 @@ def test_no_leak_after_close() -> None:
 
 def test_no_leak_after_ctrl_c() -> None:
     """A process interrupted mid-run (SIGINT) removes its containers on the way out."""
+    client = require_docker()
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
         sys.path.insert(0, sys.argv[1])
@@ -226,14 +230,14 @@ def test_no_leak_after_ctrl_c() -> None:
         child.wait(timeout=30)
     finally:
         child.kill()
-    from sandboxes.docker import LABEL, OWNER, connect
+    from sandboxes.docker import LABEL, OWNER
 
-    left = [c for c in connect().containers.list(all=True, filters={"label": LABEL})
+    left = [c for c in client.containers.list(all=True, filters={"label": LABEL})
             if c.labels.get(OWNER, "").endswith(f":{child.pid}")]
     assert not left, [c.name for c in left]
 
 
-def test_memory_across_processes_hits_container_limit(sb) -> None:  # noqa: ANN001
+def test_memory_across_processes_hits_container_limit(sb) -> None:
     """Each child stays under the per-process limit; together they exceed the container's memory."""
     r = run(sb, """
         import os, time
@@ -252,3 +256,13 @@ def test_memory_across_processes_hits_container_limit(sb) -> None:  # noqa: ANN0
     """, timeout_s=15)
     assert r.passed, r
     assert int(r.output.split("KILLED")[1]) >= 2, r.output
+
+
+def test_host_watchdog_when_runner_is_frozen(sb) -> None:
+    """A program that stops the in-container runner is caught by the host-side timeout."""
+    t0 = time.monotonic()
+    res = sb.run_many([Program("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n", ""), ok_program(4)],
+                      timeout_s=2)
+    assert res[0].reason == "timeout" and not res[0].passed, res[0]
+    assert res[1].passed
+    assert time.monotonic() - t0 < 2 + 5 + 5

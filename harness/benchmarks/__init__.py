@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from harness.benchmarks import aime, arc, custom, gpqa, mbpp, sudoku  # noqa: F401 - fills the registry
 from harness.benchmarks.base import Benchmark, Example, Score, Split, registry
+from harness.config import ConfigError
 
 ALIASES = {
     "aime25": "aime",
@@ -26,8 +28,11 @@ def get_benchmark(name: str, data_dir: str | None = None, **options: Any) -> Ben
         options.setdefault("variant", "sanitized")
     known = registry()
     if key not in known:
-        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(known))}.")
-    return known[key](data_dir, **options)
+        raise ConfigError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(known))}.")
+    cls = known[key]
+    if "sandbox" not in inspect.signature(cls.__init__).parameters:
+        options.pop("sandbox", None)  # callers may hand every benchmark the run's sandbox
+    return cls(data_dir, **options)
 
 
 __all__ = ["Benchmark", "Example", "Score", "Split", "get_benchmark", "registry"]

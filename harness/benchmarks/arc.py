@@ -15,6 +15,7 @@ from typing import Any
 
 from harness import answers, data, splits
 from harness.benchmarks.base import Benchmark, Example, Score, Split, register
+from harness.config import ConfigError
 
 Grid = list[list[int]]
 
@@ -61,7 +62,9 @@ class ARC(Benchmark):
         data.check_options("arc", options, ("max_cells",))
         super().__init__(data_dir, **options)
         if data.source_of(options) == "hub":
-            raise ValueError("ARC-AGI-1 is read from local files only: use source: local with SEPO_DATA_DIR.")
+            raise ConfigError(
+                "ARC-AGI-1 is read from local files only: use source: local with SEPO_DATA_DIR."
+            )
         self.max_cells: int | None = options.get("max_cells")
         self._tasks: dict[str, dict[str, dict[str, Any]]] = {}
 

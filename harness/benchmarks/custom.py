@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import math
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
-
-import sympy
-from sympy.parsing.sympy_parser import implicit_multiplication, parse_expr, standard_transformations
 
 from harness import answers, data, splits
 from harness.benchmarks.base import Benchmark, Example, Score, Split, register
 from harness.benchmarks.mbpp import SandboxUser, entry_point, run_code
+from harness.config import ConfigError
 
 SCORERS = ("exact", "numeric", "math", "choice", "python")
 HINTS = {
@@ -54,10 +53,18 @@ _COMMANDS = {
     "\\circ": "",
     "\\displaystyle": "",
 }
-_NAMES = {"sqrt": sympy.sqrt, "pi": sympy.pi, "oo": sympy.oo, "e": sympy.E}
-_GLOBALS = {"__builtins__": {}} | {
-    k: getattr(sympy, k) for k in ("Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow")
-}
+
+
+@cache
+def _sympy() -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """sympy, the names an answer may use, and the only globals its parser sees (imported lazily: ~0.5 s)."""
+    import sympy
+
+    names = {"sqrt": sympy.sqrt, "pi": sympy.pi, "oo": sympy.oo, "e": sympy.E}
+    glob = {"__builtins__": {}} | {
+        k: getattr(sympy, k) for k in ("Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow")
+    }
+    return sympy, names, glob
 
 
 def _group(s: str, i: int) -> tuple[str, int]:
@@ -108,7 +115,7 @@ def latex_to_text(s: str) -> str:
     return "".join(out)
 
 
-def to_sympy(s: str) -> sympy.Expr | None:
+def to_sympy(s: str) -> Any:
     """A sympy expression for a short LaTeX or plain answer, or None when it is not plain arithmetic."""
     try:
         text = latex_to_text(answers.strip_latex(s)).strip()
@@ -118,25 +125,26 @@ def to_sympy(s: str) -> sympy.Expr | None:
         text = text.replace(",", "")
     if not text or len(text) > 200 or not re.fullmatch(r"[\w.+\-*/() ]*", text):
         return None
+    sympy, known, glob = _sympy()
+    from sympy.parsing.sympy_parser import implicit_multiplication, parse_expr, standard_transformations
+
     names = set(re.findall(r"[A-Za-z_]\w*", text))
-    if any(n not in _NAMES and not re.fullmatch(r"[A-Za-z]", n) for n in names) or re.search(r"\d{60}", text):
+    if any(n not in known and not re.fullmatch(r"[A-Za-z]", n) for n in names) or re.search(r"\d{60}", text):
         return None
-    local = {n: _NAMES.get(n, sympy.Symbol(n)) for n in names}
+    local = {n: known.get(n, sympy.Symbol(n)) for n in names}
     transforms = (*standard_transformations, implicit_multiplication)
     try:
         raw = parse_expr(
             text,
             local_dict=dict(local),
-            global_dict=dict(_GLOBALS),
+            global_dict=dict(glob),
             transformations=transforms,
             evaluate=False,
         )
         for node in sympy.preorder_traversal(raw):  # refuse huge powers before evaluating them
             if node.is_Pow and not node.exp.free_symbols and abs(float(node.exp.evalf())) > 1000:
                 return None
-        return parse_expr(
-            text, local_dict=dict(local), global_dict=dict(_GLOBALS), transformations=transforms
-        )
+        return parse_expr(text, local_dict=dict(local), global_dict=dict(glob), transformations=transforms)
     except Exception:  # noqa: BLE001 - anything unparseable falls back to string comparison
         return None
 
@@ -163,6 +171,7 @@ def math_equal(got: str, want: str, rel_tol: float = 1e-9) -> bool:
     a, b = to_sympy(got), to_sympy(want)
     if a is None or b is None:
         return False
+    sympy = _sympy()[0]
     try:
         if sympy.simplify(a - b) == 0:
             return True
@@ -199,12 +208,12 @@ class Custom(SandboxUser, Benchmark):
         Benchmark.__init__(self, data_dir, **options)
         SandboxUser.__init__(self, sandbox)
         if not options.get("path"):
-            raise ValueError(
+            raise ConfigError(
                 "the custom benchmark needs option path: a JSONL file with one example per line."
             )
         self.scorer = options.get("scorer", "exact")
         if self.scorer not in SCORERS:
-            raise ValueError(f"custom scorer must be one of {', '.join(SCORERS)}, got {self.scorer!r}.")
+            raise ConfigError(f"custom scorer must be one of {', '.join(SCORERS)}, got {self.scorer!r}.")
         self.path = self._find(str(options["path"]))
         if options.get("task_name"):
             self.name = f"custom:{options['task_name']}"
@@ -267,7 +276,7 @@ class Custom(SandboxUser, Benchmark):
                         )
                 out.append(Example(eid, question, answer, {"line": n}))
             if not out:
-                raise ValueError(f"{self.path}: no examples.")
+                raise ConfigError(f"{self.path}: no examples.")
             self._examples = out
         return self._examples
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness import answers, data, splits
 from harness.benchmarks.base import Benchmark, Example, Score, Split, register
+from harness.config import ConfigError
 from sandboxes.base import Program, RunResult
 
 VARIANTS = {"full": "mbpp/mbpp.jsonl", "sanitized": "mbpp/sanitized-mbpp.json"}
@@ -92,11 +93,16 @@ class MBPP(SandboxUser, Benchmark):
         SandboxUser.__init__(self, sandbox)
         self.variant = options.get("variant", "full")
         if self.variant not in VARIANTS:
-            raise ValueError(f"mbpp variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}.")
+            raise ConfigError(f"mbpp variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}.")
         self._rows: list[dict[str, Any]] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
-        """Records normalised to task_id, text, test_list, setup and code (the reference solution)."""
+        """Records normalised to task_id, text, test_list, setup, test_setup and code (the reference).
+
+        setup (sanitized's test_imports) runs before the program; test_setup (full's test_setup_code) runs
+        after it, just before the asserts, because it builds test objects from the program's own classes
+        (tasks 367 and 927 call Node(...) defined by the solution).
+        """
         if self._rows is None:
             if data.source_of(self.options) == "hub":
                 raw = data.hub_rows("google-research-datasets/mbpp", self.variant)
@@ -108,7 +114,8 @@ class MBPP(SandboxUser, Benchmark):
                     "task_id": int(r["task_id"]),
                     "text": r.get("text") or r.get("prompt") or "",
                     "test_list": list(r["test_list"]),
-                    "setup": r.get("test_setup_code") or "\n".join(r.get("test_imports") or []),
+                    "setup": "\n".join(r.get("test_imports") or []),
+                    "test_setup": r.get("test_setup_code") or "",
                     "code": r.get("code", ""),
                 }
                 for r in raw
@@ -126,6 +133,7 @@ class MBPP(SandboxUser, Benchmark):
             )
             meta = {
                 "setup": r["setup"],
+                "test_setup": r["test_setup"],
                 "entry_point": entry_point(r["test_list"][0]),
                 "variant": self.variant,
             }
@@ -134,7 +142,8 @@ class MBPP(SandboxUser, Benchmark):
 
     def _item(self, example: Example, response: str) -> tuple[str | None, str, str, int]:
         code = answers.extract_code(response or "", example.meta.get("entry_point"))
-        return code, "\n".join(example.answer), example.meta.get("setup", ""), len(example.answer)
+        tests = "\n".join([t for t in (example.meta.get("test_setup", ""), *example.answer) if t])
+        return code, tests, example.meta.get("setup", ""), len(example.answer)
 
     def score(self, example: Example, response: str) -> Score:
         return self.score_many([example], [response])[0]

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness import answers, data, splits
 from harness.benchmarks.base import Benchmark, Example, Score, Split, register
+from harness.config import ConfigError
 
 Grid = list[list[int]]  # 0 = blank
 DEFAULT_BLANKS = {4: 8, 9: 40}
@@ -81,7 +82,7 @@ def random_solution(n: int, rng: random.Random) -> Grid:
 def generate(n: int, blanks: int, rng: random.Random, tries: int = 50) -> tuple[Grid, Grid]:
     """(puzzle, solution) with exactly `blanks` empty cells and a unique solution."""
     if not 0 < blanks < n * n:
-        raise ValueError(f"blanks must be between 1 and {n * n - 1} for {n}x{n}, got {blanks}.")
+        raise ConfigError(f"blanks must be between 1 and {n * n - 1} for {n}x{n}, got {blanks}.")
     for _ in range(tries):
         solution = random_solution(n, rng)
         puzzle = [row[:] for row in solution]
@@ -95,7 +96,7 @@ def generate(n: int, blanks: int, rng: random.Random, tries: int = 50) -> tuple[
                     return puzzle, solution
             else:
                 puzzle[r][c] = solution[r][c]
-    raise ValueError(
+    raise ConfigError(
         f"could not make a {n}x{n} puzzle with {blanks} blanks and a unique solution; ask for fewer blanks."
     )
 
@@ -154,13 +155,13 @@ class Sudoku(Benchmark):
         super().__init__(data_dir, **options)
         self.size: int = options.get("size", 9)
         if self.size not in (4, 9):
-            raise ValueError(f"sudoku size must be 4 or 9, got {self.size!r}.")
+            raise ConfigError(f"sudoku size must be 4 or 9, got {self.size!r}.")
         self.blanks: int = options.get("blanks", DEFAULT_BLANKS[self.size])
         self.source = options.get("source", "generated")
         if self.source not in ("generated", "norvig"):
-            raise ValueError(f"sudoku source must be 'generated' or 'norvig', got {self.source!r}.")
+            raise ConfigError(f"sudoku source must be 'generated' or 'norvig', got {self.source!r}.")
         if self.source == "norvig" and self.size != 9:
-            raise ValueError("sudoku source 'norvig' holds 9x9 puzzles: use size 9.")
+            raise ConfigError("sudoku source 'norvig' holds 9x9 puzzles: use size 9.")
         self.max_tokens = 512 if self.size == 9 else 128
         self.description = describe(self.size)
         self._cache: dict[tuple[int, str], list[Example]] = {}
@@ -209,7 +210,7 @@ class Sudoku(Benchmark):
                     if key in seen:
                         misses += 1
                         if misses > 1000:
-                            raise ValueError(
+                            raise ConfigError(
                                 f"only {len(seen)} distinct {self.size}x{self.size} puzzles with "
                                 f"{self.blanks} blanks found; ask for fewer examples or more blanks."
                             )

@@ -28,7 +28,7 @@ def _prctl(dumpable):
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
         if not dumpable:
             libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - best effort: no ctypes means no hardening, not no sandbox
         pass
 
 
@@ -37,7 +37,7 @@ def _children():
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                with open("/proc/%s/stat" % name) as f:
+                with open(f"/proc/{name}/stat") as f:
                     stat = f.read()
             except OSError:
                 continue
@@ -127,7 +127,7 @@ def _wipe(path):
 
 
 def run_one(i, src, cfg, root):
-    work = tempfile.mkdtemp(prefix="p%d-" % i, dir=root)
+    work = tempfile.mkdtemp(prefix=f"p{i}-", dir=root)
     path = os.path.join(work, "main.py")
     with open(path, "w", encoding="utf-8") as f:
         f.write(src)
@@ -139,9 +139,9 @@ def run_one(i, src, cfg, root):
     try:
         proc = subprocess.Popen([cfg["python"], "-I", "-B", path], cwd=work, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True,
-                                preexec_fn=_limits(cfg))
+                                preexec_fn=_limits(cfg))  # noqa: PLW1509 - the runner is single-threaded
     except OSError as e:
-        return {"i": i, "rc": 126, "timeout": False, "out": "OSError: %s" % e, "dur": 0.0}
+        return {"i": i, "rc": 126, "timeout": False, "out": f"OSError: {e}", "dur": 0.0}
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     sel = selectors.DefaultSelector()
