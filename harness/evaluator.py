@@ -71,7 +71,9 @@ class Evaluator:
         self.benchmark = benchmark
         self.llm = llm
         self.seed = seed
-        self.max_tokens = max_tokens or benchmark.max_tokens
+        # The reply cap: explicit, else the tighter of the benchmark's and the endpoint's.
+        caps = [c for c in (benchmark.max_tokens, llm.endpoint.max_tokens) if c]
+        self.max_tokens = max_tokens or (min(caps) if caps else None)
         self.show_progress = show_progress
         self.calls = 0  # evaluate() calls, for comparable budgets across optimizers
 

@@ -229,7 +229,7 @@ class DockerSandbox:
                     except IndexError:
                         return
                     res = run_pending([sources[i] for i in idx], lambda s: slot.exec_batch(s, t), self.output_cap)
-                    for i, r in zip(idx, res):
+                    for i, r in zip(idx, res, strict=True):
                         out[i] = r
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)

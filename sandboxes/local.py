@@ -140,8 +140,8 @@ class LocalSandbox:
             parts = list(ex.map(lambda idx: run_pending([sources[i] for i in idx],
                                                         lambda s: self._exec(s, t), self.output_cap), batches))
         out: list[RunResult | None] = [None] * len(programs)
-        for idx, res in zip(batches, parts):
-            for i, r in zip(idx, res):
+        for idx, res in zip(batches, parts, strict=True):
+            for i, r in zip(idx, res, strict=True):
                 out[i] = r
         return out  # type: ignore[return-value]
 

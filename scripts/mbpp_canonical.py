@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> float:
     n_ok = sum(r.passed for r in results)
     rate = n_ok / len(items) if items else 0.0
     print(f"passed {n_ok}/{len(items)} ({100 * rate:.1f}%) in {wall:.1f}s ({len(items) / wall:.1f} programs/s)")
-    for (task_id, _), r in zip(items, results):
+    for (task_id, _), r in zip(items, results, strict=True):
         if not r.passed:
             print(f"  FAIL task {task_id}: {r.reason}")
     return rate

@@ -107,7 +107,7 @@ def test_gpqa_correct_formats(gpqa):
 def test_gpqa_wrong_and_unparseable(gpqa):
     bench, exs = gpqa
     ex = exs[0]
-    other = next(L for L in "ABCD" if L != ex.answer)
+    other = next(L for L in "ABCD" if ex.answer != L)
     s = bench.score(ex, f"Considering {ex.answer} first, I reject it.\nAnswer: {other}")
     assert not s.correct and s.extracted == other and f"expected {ex.answer}" in s.feedback
     s = bench.score(ex, "I am not sure about any of these.")

@@ -24,5 +24,5 @@ def test_mbpp_canonical_solutions_pass() -> None:
         results = mbpp.run_all(sb, items)
     finally:
         sb.close()
-    failed = [(tid, r.reason) for (tid, _), r in zip(items, results) if not r.passed]
+    failed = [(tid, r.reason) for (tid, _), r in zip(items, results, strict=True) if not r.passed]
     assert sum(r.passed for r in results) / len(items) >= 0.99, failed

@@ -163,7 +163,7 @@ class LlamaServer:
         self.startup_timeout_s = startup_timeout_s
         self.port = 0
         self.proc: subprocess.Popen | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
 
     @property
     def base_url(self) -> str:

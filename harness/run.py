@@ -1,0 +1,47 @@
+"""One cell of an experiment: optimize a prompt on train/val, then score the best one on test.
+
+The optimizer receives an OptimizationTask built from the train and validation splits only;
+the test split is loaded after `optimize` returns, so no optimizer can ever see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.benchmarks.base import Benchmark
+from harness.evaluator import EvalResult, Evaluator
+from harness.llm.client import LLMClient
+from harness.optimizer import CandidateSink, OptimizationTask, Optimizer, OptimizeResult
+
+
+@dataclass
+class CellResult:
+    method: str
+    benchmark: str
+    seed: int
+    result: OptimizeResult
+    test: EvalResult
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.test.accuracy
+
+
+def make_task(benchmark: Benchmark, seed: int, evaluator: Evaluator, initial_prompt: str = "") -> OptimizationTask:
+    """The optimizer's view of a benchmark: train and validation data, never test."""
+    return OptimizationTask(name=benchmark.name, benchmark=benchmark, train=benchmark.load("train", seed),
+                            val=benchmark.load("val", seed), evaluator=evaluator, initial_prompt=initial_prompt)
+
+
+def run_cell(optimizer: Optimizer, benchmark: Benchmark, seed: int, task_llm: LLMClient, prompt_llm: LLMClient,
+             *, initial_prompt: str = "", n_test: int | None = None, checkpoint_dir: Path | None = None,
+             on_candidate: CandidateSink | None = None) -> CellResult:
+    evaluator = Evaluator(benchmark, task_llm, seed=seed)
+    task = make_task(benchmark, seed, evaluator, initial_prompt)
+    result = optimizer.optimize(task, prompt_llm, seed=seed, on_candidate=on_candidate,
+                                checkpoint_dir=checkpoint_dir)
+    test = benchmark.load("test", seed)[:n_test] if n_test else benchmark.load("test", seed)
+    final = Evaluator(benchmark, task_llm, seed=seed, show_progress=True)
+    return CellResult(optimizer.name, benchmark.name, seed, result,
+                      final.evaluate(result.best.prompt, test, label=f"{benchmark.name} test"))
