@@ -48,7 +48,28 @@ def extract_prompt(reply: str, tag: str = "prompt") -> str:
     fenced = [m.strip() for m in _FENCE.findall(reply) if m.strip()]
     if fenced:
         return fenced[-1]
-    return reply.strip()
+    return _untagged(reply)
+
+
+# Headers of our request templates: a reply that echoes them has ended its prompt before them.
+_ECHO = ("<parent_prompt>", "# Parent system prompt", "# Parent: your current", "# Archive:",
+         "# Feedback on the parent", "# Feedback: task prompts", "<candidate>", "</candidate>",
+         "## Example 1: FAILURE", "## Example 1: SUCCESS", "Write an improved system prompt for this task")
+_LEAD_IN = re.compile(r"^[^\n]*\b(improved|new|revised|updated|better)\b[^\n]*\bprompt\b[^\n]*:[ \t]*$",
+                      re.IGNORECASE | re.MULTILINE)
+
+
+def _untagged(reply: str) -> str:
+    """Best effort for a reply without tags (small models): drop an echo of the request, then keep
+    what follows the last lead-in line such as "Here is the improved system prompt:"."""
+    text = reply
+    cuts = [i for m in _ECHO if (i := text.find(m)) > 0]
+    if cuts:
+        text = text[: min(cuts)]
+    lead = list(_LEAD_IN.finditer(text))
+    if lead and text[lead[-1].end():].strip():
+        text = text[lead[-1].end():]
+    return text.strip()
 
 
 class PromptAgent:

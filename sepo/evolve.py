@@ -96,15 +96,17 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 def evolve(initial_prompt: str, score_fn: ScoreFn, propose_fn: ProposeFn, settings: EvolveSettings, *,
            seed: int, checkpoint: Path | None = None, on_candidate: EntrySink | None = None,
-           id_prefix: str = "") -> EvolveResult:
+           id_prefix: str = "", run_key: dict[str, Any] | None = None) -> EvolveResult:
     """Run (or resume) G x K evolution steps from `initial_prompt`; stop cleanly on BudgetExceeded.
 
     `on_candidate` sees each candidate once, when it is created; candidates restored from a
-    checkpoint are not reported again (they are in the result's archive).
+    checkpoint are not reported again (they are in the result's archive). `run_key` holds whatever
+    else identifies the run (task, prompt-agent prompt): a checkpoint of another run is refused.
     """
     s = settings
     fingerprint = {"seed": seed, "initial_prompt": initial_prompt, "id_prefix": id_prefix,
-                   "settings": s.model_dump(exclude={"generations"})}  # G may grow on resume
+                   "settings": s.model_dump(exclude={"generations"}),  # G may grow on resume
+                   "run_key": run_key or {}}
     saved = load_checkpoint(checkpoint) if checkpoint else None
     if saved is not None:
         if saved.get("version") != CHECKPOINT_VERSION or saved.get("run") != fingerprint:

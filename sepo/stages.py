@@ -24,6 +24,7 @@ from pathlib import Path
 from statistics import fmean
 
 from harness.benchmarks.base import Example
+from harness.evaluator import EvalResult
 from harness.llm.client import LLMClient
 from harness.optimizer import OptimizationTask
 from sepo.agent import PromptAgent
@@ -56,20 +57,27 @@ def finetune(task: OptimizationTask, agent: PromptAgent, settings: EvolveSetting
         return agent.propose(task.description, parent.text, archive.summary(parent.id, settings.archive_top_n),
                              parent.feedback, parent_score=parent.score, seed=step_seed)
 
+    key = {"task": task.name, "prompt_agent": agent.system_prompt, "temperature": agent.temperature,
+           "max_tokens": agent.max_tokens}
     return evolve(task.initial_prompt, task_score_fn(task, settings, seed), propose, settings, seed=seed,
-                  checkpoint=checkpoint, on_candidate=on_candidate)
+                  checkpoint=checkpoint, on_candidate=on_candidate, run_key=key)
 
 
 def agent_score_fn(pool: Sequence[OptimizationTask], prompt_llm: LLMClient, settings: EvolveSettings, *,
                    seed: int, temperature: float | None, max_tokens: int | None) -> ScoreFn:
     """S~(p~'): see the module docstring."""
 
+    baselines: dict[tuple[str, int], EvalResult] = {}  # the initial task prompts' results, per minibatch
+
     def score(agent_prompt: str, key: int) -> tuple[float, list[FeedbackItem]]:
         agent = PromptAgent(prompt_llm, agent_prompt, temperature=temperature, max_tokens=max_tokens)
         accs, items = [], []
         for t in pool:
             mb = minibatch(t.train, settings.minibatch, seed, t.name, key)
-            base = t.evaluator.evaluate(t.initial_prompt, mb, label=f"sepo pretrain {t.name} (initial)")
+            if (t.name, key) not in baselines:
+                baselines[t.name, key] = t.evaluator.evaluate(t.initial_prompt, mb,
+                                                              label=f"sepo pretrain {t.name} (initial)")
+            base = baselines[t.name, key]
             fb = balance(items_from_records(mb, base.records, excerpt_chars=settings.excerpt_chars),
                          settings.feedback_per_side)
             child = agent.propose(t.description, t.initial_prompt, "", fb, parent_score=base.accuracy,
@@ -100,5 +108,6 @@ def pretrain(initial_agent_prompt: str, pool: Sequence[OptimizationTask], prompt
                                   parent_score=parent.score, seed=step_seed)
 
     score = agent_score_fn(pool, prompt_llm, settings, seed=seed, temperature=temperature, max_tokens=max_tokens)
+    key = {"pool": [t.name for t in pool], "temperature": temperature, "max_tokens": max_tokens}
     return evolve(initial_agent_prompt, score, propose, settings, seed=seed, checkpoint=checkpoint,
-                  on_candidate=on_candidate, id_prefix="pt-")
+                  on_candidate=on_candidate, id_prefix="pt-", run_key=key)

@@ -14,7 +14,17 @@ from sepo.evolve import EvolveSettings
 from sepo.optimizer import SePOSettings
 from sepo.stages import finetune
 from tests.loopback import LoopbackServer
-from tests.test_sepo_world import INITIAL, HeldOut, PoolA, PoolB, SynthBench, archive_view, clients, make_task, reply
+from tests.test_sepo_world import (
+    INITIAL,
+    HeldOut,
+    PoolA,
+    PoolB,
+    SynthBench,
+    archive_view,
+    clients,
+    make_task,
+    reply,
+)
 
 SMALL = {"generations": 5, "children": 2, "minibatch": 8}
 
@@ -73,7 +83,7 @@ def test_rerun_with_the_cache_pays_nothing(srv, tmp_path):
     cache = tmp_path / "cache.sqlite"
     results = []
     for _ in range(2):
-        task_llm, prompt_llm, ledger = clients(srv.url, cache)
+        task_llm, prompt_llm, _ = clients(srv.url, cache)
         agent = PromptAgent(prompt_llm, initial_prompt_agent())
         before = len(srv.requests)
         r = finetune(make_task(SynthBench, task_llm), agent, EvolveSettings(**SMALL), seed=1)
@@ -97,6 +107,18 @@ def test_no_archive_ablation_only_extends_the_latest(srv, tmp_path):
         check_tree(res.candidates)
     users = [b["messages"][-1]["content"] for b in _agent_requests(srv, "TARGET")]
     assert users and all("(no archive in this run)" in u for u in users)
+
+
+def test_resampled_minibatches_use_a_paired_admission_test(srv, tmp_path):
+    task_llm, prompt_llm, _ = clients(srv.url, tmp_path / "cache.sqlite")
+    res = SePO(self_improve=False, resample_minibatch=True, generations=4, children=2, minibatch=4).optimize(
+        make_task(SynthBench, task_llm), prompt_llm, seed=0)
+    by_id = {c.id: c for c in res.candidates}
+    for c in res.candidates[1:]:
+        ref = c.meta["parent_score_ref"]  # the parent re-scored on this generation's minibatch
+        assert c.meta["admitted"] == (c.train_score >= ref)
+    assert any(c.meta["parent_score_ref"] != by_id[c.parent_id].train_score for c in res.candidates[1:])
+    check_tree(res.candidates)
 
 
 def test_pretraining_evolves_the_agent_and_finetuning_uses_it_frozen(srv, tmp_path):
@@ -147,7 +169,7 @@ def test_budget_stops_cleanly_and_a_resume_finishes_the_same(srv, tmp_path):
     full_llm = clients(srv.url, tmp_path / "full.sqlite")
     full = SePO(self_improve=False, **SMALL).optimize(make_task(SynthBench, full_llm[0]), full_llm[1], seed=4,
                                                       checkpoint_dir=tmp_path / "full")
-    task_llm, prompt_llm, ledger = clients(srv.url, tmp_path / "cut.sqlite", budget=Budget(max_requests=40))
+    task_llm, prompt_llm, _ = clients(srv.url, tmp_path / "cut.sqlite", budget=Budget(max_requests=40))
     cut = SePO(self_improve=False, **SMALL).optimize(make_task(SynthBench, task_llm), prompt_llm, seed=4,
                                                      checkpoint_dir=tmp_path / "cut")
     assert cut.extra["stopped"] == "budget" and 1 < len(cut.candidates) < len(full.candidates)

@@ -51,13 +51,13 @@ def test_selection_sees_the_archive_as_it_stood_when_the_generation_started():
     rng = random.Random(0)
     assert {a.select_parent(rng, before=1).id for _ in range(50)} == {"r"}  # siblings never parent each other
     (_, w_root_then), = a.weights(before=1)
-    w_now = dict((e.id, w) for e, w in a.weights())
+    w_now = {e.id: w for e, w in a.weights()}
     assert w_root_then == pytest.approx(0.5) and w_now["r"] == pytest.approx(0.5 / 3)
 
 
 def test_selection_settings_lam_alpha0():
     a = _archive([(0.3, 0), (0.7, 0)], lam=1.0, alpha0=0.3)
-    (e0, w0), (e1, w1) = a.weights()
+    (_, w0), (_, w1) = a.weights()
     assert w0 == pytest.approx(0.5) and w1 == pytest.approx(sigmoid(0.4))
 
 
@@ -100,6 +100,11 @@ def test_extract_prompt_variants():
     assert extract_prompt("thinking...\n<prompt>\nTruncated at the end") == "Truncated at the end"
     assert extract_prompt("Here:\n```text\nFenced prompt\n```\nbye") == "Fenced prompt"
     assert extract_prompt("  just a prompt \n") == "just a prompt"
+    echo = ("Issues: the format.\n\nHere is the improved system prompt:\n\n# Task\nSolve 4x4 Sudoku.\n\n"
+            "# Parent system prompt (score 0.000)\n<parent_prompt>\nSolve the puzzle.\n</parent_prompt>")
+    assert extract_prompt(echo) == "# Task\nSolve 4x4 Sudoku."
+    plain = "Be brief. Give the answer as a new prompt: no."
+    assert extract_prompt(plain) == plain
     own = "Reply with <prompt> and </prompt> tags.\nRULE-1"
     assert extract_prompt(f"Better:\n<agent_prompt>\n{own}\n</agent_prompt>", "agent_prompt") == own
 

@@ -15,7 +15,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.benchmarks.base import Benchmark, Example, Score
 from harness.config import EndpointConfig
@@ -36,8 +36,8 @@ def kw(cat: str) -> str:
 class SynthBench(Benchmark):
     name = "sepo-synth"
     description = "TARGET: answer each item with its code."
-    cats = ["alpha", "beta", "gamma", "delta"]
-    n = {"train": 24, "val": 8, "test": 8}
+    cats: ClassVar[list[str]] = ["alpha", "beta", "gamma", "delta"]
+    n: ClassVar[dict[str, int]] = {"train": 24, "val": 8, "test": 8}
 
     def load(self, split: str, seed: int) -> list[Example]:
         return [Example(f"{self.name}-{split}-{i}", f"[{self.cats[i % len(self.cats)]}] item {i}", f"A{i}")
@@ -51,19 +51,19 @@ class SynthBench(Benchmark):
 class PoolA(SynthBench):
     name = "sepo-pool-a"
     description = "POOL-A: answer each item with its code."
-    cats = ["eta", "theta", "iota"]
+    cats: ClassVar[list[str]] = ["eta", "theta", "iota"]
 
 
 class PoolB(SynthBench):
     name = "sepo-pool-b"
     description = "POOL-B: answer each item with its code."
-    cats = ["kappa", "lam", "eta"]
+    cats: ClassVar[list[str]] = ["kappa", "lam", "eta"]
 
 
 class HeldOut(SynthBench):
     name = "sepo-held-out"
     description = "HELDOUT: answer each item with its code."
-    cats = ["beta", "iota", "kappa"]
+    cats: ClassVar[list[str]] = ["beta", "iota", "kappa"]
 
 
 def task_reply(body: dict[str, Any]) -> str:
