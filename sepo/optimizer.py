@@ -128,8 +128,8 @@ class SePO:
         return self.prompt_agent
 
     def build_pool(self, task: OptimizationTask, seed: int) -> list[OptimizationTask]:
-        """Pool tasks from benchmark names, on the target's task LLM (benchmarks needing options such
-        as a sandbox should be passed ready-made as `pool_tasks`)."""
+        """Pool tasks from benchmark names, on the target's task LLM and sandbox (benchmarks needing
+        other options should be passed ready-made as `pool_tasks`)."""
         s = self.settings
         names = list(s.pretrain_pool)
         if s.variant == "specialist" and len(names) > 1:
@@ -138,14 +138,16 @@ class SePO:
             return [task]
         from harness.benchmarks import get_benchmark, registry  # lazy: imports every benchmark module
 
-        if not names:
-            names = sorted(n for n in registry() if n != task.benchmark.name)
+        if not names:  # "custom" needs a file of its own: it joins a pool only by name
+            names = sorted(n for n in registry() if n not in (task.benchmark.name, "custom"))
+        # Pool tasks that run code share the target's sandbox, or start a Docker one of their own.
+        sandbox = getattr(task.benchmark, "sandbox", None) or "docker"
         pool = []
         for n in names:
             if n == task.benchmark.name:
                 pool.append(task)
                 continue
-            bench = get_benchmark(n, task.benchmark.data_dir)
+            bench = get_benchmark(n, task.benchmark.data_dir, sandbox=sandbox)
             ev = Evaluator(bench, task.evaluator.llm, seed=task.evaluator.seed)
             pool.append(OptimizationTask(n, bench, bench.load("train", seed), [], ev, task.initial_prompt))
         return pool

@@ -78,3 +78,21 @@ def test_api_key_never_reaches_disk_or_logs(tmp_path, loopback, monkeypatch, cap
     out = capsys.readouterr()
     assert secret.encode() not in written
     assert secret not in out.out + out.err + caplog.text + summary
+
+
+def test_unreachable_docker_is_one_sentence_before_any_work(tmp_path, loopback, monkeypatch, capsys):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    cfg = write(tmp_path, f"benchmarks: [{{name: mbpp, n_test: 2}}]\nllm:\n  task: {{base_url: '{loopback.url}', "
+                          f"model: m}}\n  prompt: {{base_url: '{loopback.url}', model: m}}\n")
+    assert main(["eval", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "Docker engine not reachable" in err and "make docker" in err and "Traceback" not in err
+    assert loopback.requests == []
+
+
+def test_missing_dataset_is_one_sentence(tmp_path, loopback, capsys):
+    cfg = write(tmp_path, f"data_dir: {tmp_path}/nowhere\nbenchmarks: [{{name: aime}}]\nllm:\n"
+                          f"  task: {{base_url: '{loopback.url}', model: m}}\n  prompt: {{base_url: '{loopback.url}'}}\n")
+    assert main(["eval", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "SEPO_DATA_DIR" in err and loopback.requests == []
