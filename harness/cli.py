@@ -31,7 +31,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         benches.append((bench, bench.load("test", seed)[:n] if n else bench.load("test", seed)))
     rows = []
     try:
-        with open_llms(cfg.llm) as llms:
+        with open_llms(cfg.llm, prompt_agent=False) as llms:
             for bench, examples in benches:
                 t0 = time.monotonic()
                 ev = Evaluator(bench, llms.task, seed=seed, show_progress=True)

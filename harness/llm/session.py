@@ -26,7 +26,7 @@ EMBEDDED_TIMEOUT_S = 900.0  # llama.cpp serves one request at a time: queued one
 @dataclass
 class LLMs:
     task: LLMClient
-    prompt: LLMClient
+    prompt: LLMClient | None  # None when the run asked for the task role only
     ledger: Ledger
     cache: ResponseCache
 
@@ -51,9 +51,10 @@ def check_reachable(endpoint: EndpointConfig, role: str, timeout_s: float = 5.0)
 
 
 @contextmanager
-def open_llms(cfg: LLMConfig, *, preflight: bool = True) -> Iterator[LLMs]:
-    """Clients for both roles; embedded llama.cpp servers start here and stop on exit."""
-    roles = {"task": cfg.task, "prompt": cfg.prompt}
+def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = True) -> Iterator[LLMs]:
+    """Clients for the task role and (unless prompt_agent=False) the prompt role; embedded llama.cpp
+    servers start here and stop on exit."""
+    roles = {"task": cfg.task, "prompt": cfg.prompt} if prompt_agent else {"task": cfg.task}
     for role, ep in roles.items():  # keys first: cheapest check, before any server starts
         if not ep.embedded:
             resolve_api_key(ep, role)
@@ -79,7 +80,7 @@ def open_llms(cfg: LLMConfig, *, preflight: bool = True) -> Iterator[LLMs]:
             else:
                 clients[role] = LLMClient(ep, role=role, ledger=ledger, cache=cache)
         try:
-            yield LLMs(clients["task"], clients["prompt"], ledger, cache)
+            yield LLMs(clients["task"], clients.get("prompt"), ledger, cache)
         finally:
             for c in clients.values():
                 run_sync(c.aclose())
