@@ -40,11 +40,13 @@ def extract_prompt(reply: str, tag: str = "prompt") -> str:
     tagged = [m.strip() for m in pattern.findall(reply) if m.strip()]
     if tagged:
         return tagged[-1]
-    low, opener = reply.lower(), f"<{tag}>"
+    low, opener, closer = reply.lower(), f"<{tag}>", f"</{tag}>"
     if opener in low:
         rest = reply[low.rindex(opener) + len(opener):].strip()
         if rest:
             return rest
+    elif closer in low:  # the opening tag was forgotten: the prompt ends at the closing one
+        reply = reply[: low.rindex(closer)]
     fenced = [m.strip() for m in _FENCE.findall(reply) if m.strip()]
     if fenced:
         return fenced[-1]
@@ -55,8 +57,9 @@ def extract_prompt(reply: str, tag: str = "prompt") -> str:
 _ECHO = ("<parent_prompt>", "# Parent system prompt", "# Parent: your current", "# Archive:",
          "# Feedback on the parent", "# Feedback: task prompts", "<candidate>", "</candidate>",
          "## Example 1: FAILURE", "## Example 1: SUCCESS", "Write an improved system prompt for this task")
-_LEAD_IN = re.compile(r"^[^\n]*\b(improved|new|revised|updated|better)\b[^\n]*\bprompt\b[^\n]*:[ \t]*$",
-                      re.IGNORECASE | re.MULTILINE)
+_LEAD_IN = re.compile(r"^(?:[^\n]*\b(improved|new|revised|updated|better)\b[^\n]*\bprompt\b[^\n]*:"
+                      r"|#{1,6}[^\n]*\b(improved|new|revised|updated|better)\b[^\n]*\bprompt\b[^\n]*)[ \t]*$",
+                      re.IGNORECASE | re.MULTILINE)  # "Here is the new prompt:" or "### Improved System Prompt"
 
 
 def _untagged(reply: str) -> str:

@@ -100,6 +100,8 @@ def test_extract_prompt_variants():
     assert extract_prompt("thinking...\n<prompt>\nTruncated at the end") == "Truncated at the end"
     assert extract_prompt("Here:\n```text\nFenced prompt\n```\nbye") == "Fenced prompt"
     assert extract_prompt("  just a prompt \n") == "just a prompt"
+    forgot_opener = "### Analysis\nThe parent is vague.\n\n### Improved System Prompt\nBe exact.\n</prompt>\n"
+    assert extract_prompt(forgot_opener) == "Be exact."
     echo = ("Issues: the format.\n\nHere is the improved system prompt:\n\n# Task\nSolve 4x4 Sudoku.\n\n"
             "# Parent system prompt (score 0.000)\n<parent_prompt>\nSolve the puzzle.\n</parent_prompt>")
     assert extract_prompt(echo) == "# Task\nSolve 4x4 Sudoku."
