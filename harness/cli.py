@@ -59,7 +59,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _sandbox_if_needed(cfg: ExperimentConfig):
-    if not any(b.name in ("mbpp",) or b.options.get("scorer") == "python" for b in cfg.benchmarks):
+    from harness.benchmarks import ALIASES
+
+    def runs_code(name: str, options: dict) -> bool:
+        key = ALIASES.get(name.strip().lower(), name.strip().lower())
+        return key == "mbpp" or (key == "custom" and options.get("scorer") == "python")
+
+    if not any(runs_code(b.name, b.options) for b in cfg.benchmarks):
         return None
     from sandboxes import make_sandbox
 

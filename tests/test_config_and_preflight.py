@@ -96,3 +96,18 @@ def test_missing_dataset_is_one_sentence(tmp_path, loopback, capsys):
     assert main(["eval", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "SEPO_DATA_DIR" in err and loopback.requests == []
+
+
+@pytest.mark.filterwarnings("ignore:LocalSandbox is not isolation")
+def test_code_benchmarks_get_a_sandbox_whatever_their_alias(tmp_path):
+    from harness.cli import _sandbox_if_needed
+    from harness.config import parse_config
+
+    for name, opts, needs in [("mbpp", {}, True), ("MBPP-sanitized", {}, True), ("gpqa", {}, False),
+                              ("custom", {"scorer": "python"}, True), ("custom", {"scorer": "exact"}, False)]:
+        cfg = parse_config({"benchmarks": [{"name": name, "options": opts}],
+                            "sandbox": {"backend": "local", "allow_local": True}})
+        sb = _sandbox_if_needed(cfg)
+        assert (sb is not None) == needs, name
+        if sb is not None:
+            sb.close()
