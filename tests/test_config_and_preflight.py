@@ -92,7 +92,8 @@ def test_unreachable_docker_is_one_sentence_before_any_work(tmp_path, loopback, 
 
 def test_missing_dataset_is_one_sentence(tmp_path, loopback, capsys):
     cfg = write(tmp_path, f"data_dir: {tmp_path}/nowhere\nbenchmarks: [{{name: aime}}]\nllm:\n"
-                          f"  task: {{base_url: '{loopback.url}', model: m}}\n  prompt: {{base_url: '{loopback.url}'}}\n")
+                          f"  task: {{base_url: '{loopback.url}', model: m}}\n"
+                          f"  prompt: {{base_url: '{loopback.url}'}}\n")
     assert main(["eval", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "SEPO_DATA_DIR" in err and loopback.requests == []
