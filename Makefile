@@ -15,7 +15,8 @@ help:  ## list the targets
 run: install docker models  ## the main job: evaluate the config's prompt on the embedded local model
 	$(BIN)/sepo-bench eval --config $(CONFIG)
 
-test: install docker models  ## the default test run (real Docker sandbox, real local model; slow tests excluded)
+test: install docker models  ## lint, then the default test run (real Docker sandbox, real local model; no slow tests)
+	$(BIN)/ruff check harness sepo baselines sandboxes reports tests perf scripts
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-all: install docker models  ## every test, slow ones included
