@@ -7,8 +7,8 @@ import json
 import pytest
 
 from harness.benchmarks import get_benchmark
-from harness.benchmarks.custom import math_equal, to_sympy
 from harness.data import DataFormatError, DatasetMissing
+from harness.math_equiv import math_equal, to_sympy
 from sandboxes.base import RunResult
 
 
