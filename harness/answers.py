@@ -95,7 +95,7 @@ def extract_letter(text: str, letters: str = "ABCD") -> str | None:
     patterns = (
         rf"answer\s*(?:is|:)?\s*[:\-]?\s*(?:option\s*)?[*_]*\s*[(\[]?({L})(?![A-Za-z])",
         rf"\(({L})\)|\*\*({L})\*\*|\*\*\(?({L})[).:]",
-        rf"(?<![A-Za-z'])({L})(?![A-Za-z'])",
+        rf"(?<![A-Za-z'])({L})(?![A-Za-z'])(?!(?<=A)\s+(?!is\b|was\b)[a-z])",  # not the article "A word"
     )
     for pat in patterns:
         hits = list(re.finditer(pat, text, flags=re.IGNORECASE if pat is patterns[0] else 0))

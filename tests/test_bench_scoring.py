@@ -112,6 +112,9 @@ def test_gpqa_wrong_and_unparseable(gpqa):
     assert not s.correct and s.extracted == other and f"expected {ex.answer}" in s.feedback
     s = bench.score(ex, "I am not sure about any of these.")
     assert not s.correct and s.extracted is None and "no answer letter" in s.feedback
+    s = bench.score(ex, "Hmm. A careful reading of the options does not settle it.")  # the article, no answer
+    assert not s.correct and s.extracted is None
+    assert bench.score(ex, f"After checking, {ex.answer} is right.").correct
 
 
 # ---- ARC -------------------------------------------------------------------------------------------
