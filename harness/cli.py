@@ -58,6 +58,65 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    """Optimize the config's system prompt with each method, benchmark and seed; score the best on test.
+
+    Checkpoints go under output_dir/<name>/<method>/<benchmark>/seed<k>, so a killed run resumes where
+    it stopped; the response cache makes finished requests free on a rerun.
+    """
+    from harness.benchmarks import get_benchmark
+    from harness.evaluator import Evaluator
+    from harness.llm.session import open_llms
+    from harness.methods import make_optimizer
+    from harness.run import run_cell
+
+    cfg = load_config(args.config)
+    if not cfg.benchmarks:
+        raise ConfigError(f"{args.config}: field 'benchmarks': list at least one benchmark to optimize on.")
+    methods = cfg.methods or {"sepo": {}}
+    for name, settings in methods.items():  # bad method settings fail here, before any model starts
+        make_optimizer(name, settings)
+    sandbox = _sandbox_if_needed(cfg)
+    benches = [(b, get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.options))
+               for b in cfg.benchmarks]
+    run_dir = Path(cfg.output_dir) / cfg.name
+    rows = []
+    try:
+        with open_llms(cfg.llm) as llms:
+            for (bcfg, bench), seed, (method, settings) in (
+                    (b, s, m) for b in benches for s in cfg.seeds for m in methods.items()):
+                print(f"== {method} on {bench.name}, seed {seed}")
+
+                def show(c) -> None:
+                    print(f"  candidate {c.id} <- {c.parent_id}: train {c.train_score}", flush=True)
+
+                cell = run_cell(make_optimizer(method, settings), bench, seed, llms.task, llms.prompt,
+                                initial_prompt=cfg.system_prompt, n_test=bcfg.n_test,
+                                checkpoint_dir=run_dir / method / bench.name / f"seed{seed}", on_candidate=show)
+                test = bench.load("test", seed)[: bcfg.n_test] if bcfg.n_test else bench.load("test", seed)
+                initial = Evaluator(bench, llms.task, seed=seed).evaluate(cfg.system_prompt, test,
+                                                                         label="test: initial prompt")
+                rows.append({"method": method, "benchmark": bench.name, "seed": seed,
+                             "initial_test": initial.accuracy, "best_test": cell.test_accuracy,
+                             "best_prompt": cell.result.best.prompt, "best_id": cell.result.best.id,
+                             "candidates": [vars(c) for c in cell.result.candidates]})
+                print(f"  test accuracy: initial {initial.accuracy:.3f} -> best {cell.test_accuracy:.3f} "
+                      f"({len(test)} examples)")
+            usage = llms.ledger.summary()
+    finally:
+        for _, bench in benches:
+            bench.close()
+        if sandbox is not None:
+            sandbox.close()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "results.json"
+    out.write_text(json.dumps({"config": args.config, "results": rows, "usage": usage}, indent=2, default=str))
+    t = usage["total"]
+    print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
+          f"${t['usd']:.4f}; results in {out}")
+    return 0
+
+
 def _sandbox_if_needed(cfg: ExperimentConfig):
     from harness.benchmarks import ALIASES
 
@@ -99,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=None, help="examples per benchmark (default: the config's n_test)")
     e.add_argument("--system-prompt", default=None, help="override the config's system_prompt")
     e.set_defaults(func=_cmd_eval)
+
+    o = sub.add_parser("optimize", help="optimize a system prompt (SePO), score the best on test",
+                       description=_cmd_optimize.__doc__)
+    o.add_argument("--config", default="configs/sepo-local.yaml", help="experiment YAML (default: %(default)s)")
+    o.set_defaults(func=_cmd_optimize)
 
     m = sub.add_parser("models", help="fetch and verify local model weights", description=_cmd_models.__doc__)
     m.add_argument("names", nargs="*", help="model names (default: all)")
