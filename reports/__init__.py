@@ -1,0 +1,1 @@
+"""Statistics and rendering of results (tables, tests, plots, HTML report): not built yet."""
