@@ -112,3 +112,15 @@ def test_code_benchmarks_get_a_sandbox_whatever_their_alias(tmp_path):
         assert (sb is not None) == needs, name
         if sb is not None:
             sb.close()
+
+
+def test_corrupted_model_is_one_sentence_from_the_cli(tmp_path, monkeypatch, capsys):
+    from harness.llm.local import MODELS
+
+    monkeypatch.setenv("SEPO_CACHE_DIR", str(tmp_path))
+    bad = tmp_path / "models" / MODELS["smollm2-135m"].filename
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"GGUF but truncated")
+    assert main(["eval", "--config", str(ROOT / "configs" / "smoke.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "corrupted" in err and "Traceback" not in err
