@@ -3,58 +3,76 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from harness.config import ConfigError, ExperimentConfig, load_config
+from harness.benchmarks.base import Benchmark, Example
+from harness.config import BenchmarkConfig, ConfigError, ExperimentConfig, load_config
+
+OpenBenchmark = tuple[BenchmarkConfig, Benchmark, list[Example]]  # its config, itself, its test examples
+
+
+@contextmanager
+def _open_benchmarks(cfg: ExperimentConfig, source: str) -> Iterator[list[OpenBenchmark]]:
+    """Each benchmark with its test examples (first seed), and a sandbox if one runs code: all made
+    before any model starts, so a missing dataset or Docker engine is reported before paid work."""
+    from harness.benchmarks import get_benchmark
+    from harness.run import load_test_split
+
+    if not cfg.benchmarks:
+        raise ConfigError(f"{source}: field 'benchmarks': list at least one benchmark.")
+    sandbox = _sandbox_if_needed(cfg)
+    opened: list[OpenBenchmark] = []
+    try:
+        for b in cfg.benchmarks:
+            bench = get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.options)
+            opened.append((b, bench, load_test_split(bench, cfg.seeds[0], b.n_test)))
+        yield opened
+    finally:
+        for _, bench, _ in opened:
+            bench.close()
+        if sandbox is not None:
+            sandbox.close()
+
+
+def _write_results(out: Path, payload: dict[str, Any], usage: dict[str, dict[str, float]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**payload, "usage": usage}, indent=2, default=str))
+    t = usage["total"]
+    print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
+          f"${t['usd']:.4f}; results in {out}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Score the config's system prompt on each benchmark's test examples; print accuracy."""
-    from harness.benchmarks import get_benchmark
     from harness.evaluator import Evaluator
     from harness.llm.session import open_llms
 
     cfg = load_config(args.config)
-    if not cfg.benchmarks:
-        raise ConfigError(f"{args.config}: field 'benchmarks': list at least one benchmark to evaluate.")
     prompt = args.system_prompt if args.system_prompt is not None else cfg.system_prompt
     seed = cfg.seeds[0]
-    sandbox = _sandbox_if_needed(cfg)
-    # Load every dataset before the model starts: a missing one is reported before any work.
-    benches = []
-    for b in cfg.benchmarks:
-        bench = get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.options)
-        n = args.n or b.n_test
-        benches.append((bench, bench.load("test", seed)[:n] if n else bench.load("test", seed)))
     rows = []
-    try:
-        with open_llms(cfg.llm, prompt_agent=False) as llms:
-            for bench, examples in benches:
-                t0 = time.monotonic()
-                ev = Evaluator(bench, llms.task, seed=seed, show_progress=True)
-                res = ev.evaluate(prompt, examples, label=f"{bench.name} ({len(examples)} examples)")
-                correct = sum(r.correct for r in res.records)
-                rows.append({"benchmark": bench.name, "n": len(examples), "correct": correct,
-                             "accuracy": round(res.accuracy, 4), "tokens": res.tokens,
-                             "seconds": round(time.monotonic() - t0, 1)})
-                print(f"{bench.name}: {correct}/{len(examples)} correct, accuracy {res.accuracy:.3f}, "
-                      f"{res.tokens} tokens, {rows[-1]['seconds']} s")
-            usage = llms.ledger.summary()
-    finally:
-        for bench, _ in benches:
-            bench.close()
-        if sandbox is not None:
-            sandbox.close()
+    with _open_benchmarks(cfg, args.config) as benches, open_llms(cfg.llm, prompt_agent=False) as llms:
+        for _, bench, examples in benches:
+            examples = examples[: args.n] if args.n else examples
+            t0 = time.monotonic()
+            ev = Evaluator(bench, llms.task, seed=seed, show_progress=True)
+            res = ev.evaluate(prompt, examples, label=f"{bench.name} ({len(examples)} examples)")
+            correct = sum(r.correct for r in res.records)
+            rows.append({"benchmark": bench.name, "n": len(examples), "correct": correct,
+                         "accuracy": round(res.accuracy, 4), "tokens": res.tokens,
+                         "seconds": round(time.monotonic() - t0, 1)})
+            print(f"{bench.name}: {correct}/{len(examples)} correct, accuracy {res.accuracy:.3f}, "
+                  f"{res.tokens} tokens, {rows[-1]['seconds']} s")
+        usage = llms.ledger.summary()
     out = Path(cfg.output_dir) / f"eval-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": args.config, "system_prompt": prompt, "results": rows,
-                               "usage": usage}, indent=2))
-    t = usage["total"]
-    print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
-          f"${t['usd']:.4f}; results written to {out}")
+    _write_results(out, {"config": args.config, "system_prompt": prompt, "results": rows}, usage)
     return 0
 
 
@@ -64,56 +82,38 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     Checkpoints go under output_dir/<name>/<method>/<benchmark>/seed<k>, so a killed run resumes where
     it stopped; the response cache makes finished requests free on a rerun.
     """
-    from harness.benchmarks import get_benchmark
     from harness.evaluator import Evaluator
     from harness.llm.session import open_llms
     from harness.methods import make_optimizer
-    from harness.run import run_cell
+    from harness.run import load_test_split, run_cell
 
     cfg = load_config(args.config)
-    if not cfg.benchmarks:
-        raise ConfigError(f"{args.config}: field 'benchmarks': list at least one benchmark to optimize on.")
     methods = cfg.methods or {"sepo": {}}
     for name, settings in methods.items():  # bad method settings fail here, before any model starts
         make_optimizer(name, settings)
-    sandbox = _sandbox_if_needed(cfg)
-    benches = [(b, get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.options))
-               for b in cfg.benchmarks]
     run_dir = Path(cfg.output_dir) / cfg.name
     rows = []
-    try:
-        with open_llms(cfg.llm) as llms:
-            for (bcfg, bench), seed, (method, settings) in (
-                    (b, s, m) for b in benches for s in cfg.seeds for m in methods.items()):
-                print(f"== {method} on {bench.name}, seed {seed}")
 
-                def show(c) -> None:
-                    print(f"  candidate {c.id} <- {c.parent_id}: train {c.train_score}", flush=True)
+    def show(c) -> None:
+        print(f"  candidate {c.id} <- {c.parent_id}: train {c.train_score}", flush=True)
 
-                cell = run_cell(make_optimizer(method, settings), bench, seed, llms.task, llms.prompt,
-                                initial_prompt=cfg.system_prompt, n_test=bcfg.n_test,
-                                checkpoint_dir=run_dir / method / bench.name / f"seed{seed}", on_candidate=show)
-                test = bench.load("test", seed)[: bcfg.n_test] if bcfg.n_test else bench.load("test", seed)
-                initial = Evaluator(bench, llms.task, seed=seed).evaluate(cfg.system_prompt, test,
-                                                                         label="test: initial prompt")
-                rows.append({"method": method, "benchmark": bench.name, "seed": seed,
-                             "initial_test": initial.accuracy, "best_test": cell.test_accuracy,
-                             "best_prompt": cell.result.best.prompt, "best_id": cell.result.best.id,
-                             "candidates": [vars(c) for c in cell.result.candidates]})
-                print(f"  test accuracy: initial {initial.accuracy:.3f} -> best {cell.test_accuracy:.3f} "
-                      f"({len(test)} examples)")
-            usage = llms.ledger.summary()
-    finally:
-        for _, bench in benches:
-            bench.close()
-        if sandbox is not None:
-            sandbox.close()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "results.json"
-    out.write_text(json.dumps({"config": args.config, "results": rows, "usage": usage}, indent=2, default=str))
-    t = usage["total"]
-    print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
-          f"${t['usd']:.4f}; results in {out}")
+    with _open_benchmarks(cfg, args.config) as benches, open_llms(cfg.llm) as llms:
+        for (bcfg, bench, _), seed, (method, settings) in itertools.product(benches, cfg.seeds, methods.items()):
+            print(f"== {method} on {bench.name}, seed {seed}")
+            cell = run_cell(make_optimizer(method, settings), bench, seed, llms.task, llms.prompt,
+                            initial_prompt=cfg.system_prompt, n_test=bcfg.n_test,
+                            checkpoint_dir=run_dir / method / bench.name / f"seed{seed}", on_candidate=show)
+            test = load_test_split(bench, seed, bcfg.n_test)
+            initial = Evaluator(bench, llms.task, seed=seed).evaluate(cfg.system_prompt, test,
+                                                                     label="test: initial prompt")
+            rows.append({"method": method, "benchmark": bench.name, "seed": seed,
+                         "initial_test": initial.accuracy, "best_test": cell.test_accuracy,
+                         "best_prompt": cell.result.best.prompt, "best_id": cell.result.best.id,
+                         "candidates": [vars(c) for c in cell.result.candidates]})
+            print(f"  test accuracy: initial {initial.accuracy:.3f} -> best {cell.test_accuracy:.3f} "
+                  f"({len(test)} examples)")
+        usage = llms.ledger.summary()
+    _write_results(run_dir / "results.json", {"config": args.config, "results": rows}, usage)
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.benchmarks.base import Benchmark
+from harness.benchmarks.base import Benchmark, Example
 from harness.evaluator import EvalResult, Evaluator
 from harness.llm.client import LLMClient
 from harness.optimizer import CandidateSink, OptimizationTask, Optimizer, OptimizeResult
@@ -28,6 +28,12 @@ class CellResult:
         return self.test.accuracy
 
 
+def load_test_split(benchmark: Benchmark, seed: int, n: int | None = None) -> list[Example]:
+    """The test split (its first n examples when n is set), for final scoring only."""
+    test = benchmark.load("test", seed)
+    return test[:n] if n else test
+
+
 def make_task(benchmark: Benchmark, seed: int, evaluator: Evaluator, initial_prompt: str = "") -> OptimizationTask:
     """The optimizer's view of a benchmark: train and validation data, never test."""
     return OptimizationTask(name=benchmark.name, benchmark=benchmark, train=benchmark.load("train", seed),
@@ -41,7 +47,7 @@ def run_cell(optimizer: Optimizer, benchmark: Benchmark, seed: int, task_llm: LL
     task = make_task(benchmark, seed, evaluator, initial_prompt)
     result = optimizer.optimize(task, prompt_llm, seed=seed, on_candidate=on_candidate,
                                 checkpoint_dir=checkpoint_dir)
-    test = benchmark.load("test", seed)[:n_test] if n_test else benchmark.load("test", seed)
+    test = load_test_split(benchmark, seed, n_test)
     final = Evaluator(benchmark, task_llm, seed=seed, show_progress=True)
     return CellResult(optimizer.name, benchmark.name, seed, result,
                       final.evaluate(result.best.prompt, test, label=f"{benchmark.name} test"))
