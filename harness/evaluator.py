@@ -27,6 +27,10 @@ class Record:
     prompt_tokens: int
     completion_tokens: int
     cached: bool
+    truncated: bool = False  # the last reply stopped at the token cap
+
+
+CUT_OFF = " (The reply was cut off at the token cap: it ran too long.)"
 
 
 @dataclass
@@ -39,17 +43,20 @@ class _Acc:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = True
+    truncated: bool = False
 
     def add(self, reply: ChatResult, score: Score) -> None:
         self.text, self.score, self.attempts = reply.text, score, self.attempts + 1
+        self.truncated = reply.finish_reason == "length"
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
         self.cached = self.cached and reply.cached
 
     def record(self, example_id: str) -> Record:
         assert self.score is not None
-        return Record(example_id, self.text, self.score.value, self.score.correct, self.score.feedback,
-                      self.attempts, self.prompt_tokens, self.completion_tokens, self.cached)
+        feedback = self.score.feedback + (CUT_OFF if self.truncated else "")
+        return Record(example_id, self.text, self.score.value, self.score.correct, feedback,
+                      self.attempts, self.prompt_tokens, self.completion_tokens, self.cached, self.truncated)
 
 
 @dataclass

@@ -126,14 +126,17 @@ class LoopbackServer:
                     err = {"error": {"message": f"injected {fault.status}", "type": "injected", "code": None}}
                     self._send(fault.status, json.dumps(err).encode(), headers)
                     return
-                text = server.reply(body)
+                text, finish = server.reply(body), "stop"
+                cap = body.get("max_tokens")
+                if cap and count_tokens(text) > cap:  # like a real server: stop at the token cap
+                    text, finish = " ".join(text.split()[:cap]), "length"
                 prompt = " ".join(m["content"] for m in body["messages"])
                 usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(text)}
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 out = {
                     "id": f"cmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,
                     "model": body.get("model", server.model),
-                    "choices": [{"index": 0, "finish_reason": "stop",
+                    "choices": [{"index": 0, "finish_reason": finish,
                                  "message": {"role": "assistant", "content": text}}],
                     "usage": usage,
                 }

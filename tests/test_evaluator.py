@@ -57,3 +57,14 @@ def test_pass_at_k_retries_only_wrong_examples():
         assert res.accuracy == 1.0
         assert [r.attempts for r in res.records] == [1, 2] * 4
         assert len(srv.requests) == 12  # 8 first attempts + 4 retries of the odd ones
+
+
+def test_a_reply_cut_off_at_the_cap_is_flagged_in_feedback():
+    with LoopbackServer(reply=lambda body: "let me think " * 50 + "even") as srv:
+        llm = LLMClient(EndpointConfig(base_url=srv.url, model="m", max_tokens=20), role="task")
+        res = Evaluator(Parity(), llm).evaluate("be quick", Parity().load("train", 0)[:2])
+        assert all(r.truncated and "cut off at the token cap" in r.feedback for r in res.records)
+        assert not any(r.correct for r in res.records)
+        llm = LLMClient(EndpointConfig(base_url=srv.url, model="m", max_tokens=500), role="task")
+        res = Evaluator(Parity(), llm).evaluate("be quick", Parity().load("train", 0)[:1])
+        assert not res.records[0].truncated and "cut off" not in res.records[0].feedback
