@@ -24,7 +24,7 @@ from harness.benchmarks import get_benchmark
 from harness.config import CacheConfig, EndpointConfig, LLMConfig
 from harness.evaluator import Evaluator
 from harness.llm.session import open_llms
-from harness.optimizer import OptimizationTask
+from harness.run import load_test_split, run_cell
 from sepo import SePO
 
 INITIAL = {"sudoku": "Solve the puzzle.", "mbpp": "Write the Python function."}  # deliberately plain
@@ -59,9 +59,6 @@ def main() -> None:
         bench = get_benchmark("sudoku", size=4, blanks=args.blanks, **sizes)
     t0 = time.monotonic()
     with open_llms(cfg) as llms:
-        ev = Evaluator(bench, llms.task, seed=args.seed, show_progress=True)
-        task = OptimizationTask(args.benchmark, bench, bench.load("train", args.seed), bench.load("val", args.seed),
-                                ev, INITIAL[args.benchmark])
         sepo = SePO(self_improve=args.pretrain, variant="specialist", generations=args.generations,
                     children=args.children, minibatch=args.minibatch, pretrain_generations=1,
                     pretrain_children=1, agent_max_tokens=400, val_top_n=1)
@@ -70,10 +67,12 @@ def main() -> None:
             verdict = "admitted" if c.meta["admitted"] else "rejected"
             print(f"  candidate {c.id} <- {c.parent_id}: train {c.train_score:.3f} ({verdict})", flush=True)
 
-        res = sepo.optimize(task, llms.prompt, seed=args.seed, on_candidate=show, checkpoint_dir=out / "ck")
-        test = bench.load("test", args.seed)
-        init_test = ev.evaluate(INITIAL[args.benchmark], test, label="test: initial").accuracy
-        best_test = ev.evaluate(res.best.prompt, test, label="test: best").accuracy
+        cell = run_cell(sepo, bench, args.seed, llms.task, llms.prompt, initial_prompt=INITIAL[args.benchmark],
+                        checkpoint_dir=out / "ck", on_candidate=show)
+        res, best_test = cell.result, cell.test_accuracy
+        ev = Evaluator(bench, llms.task, seed=args.seed, show_progress=True)
+        init_test = ev.evaluate(INITIAL[args.benchmark], load_test_split(bench, args.seed),
+                                label="test: initial").accuracy
         root = res.candidates[0]
         print("\n=== initial prompt ===\n" + root.prompt)
         print(f"train {root.train_score:.3f}  val {root.val_score}  test {init_test:.3f}")

@@ -51,7 +51,7 @@ class SePOSettings(EvolveSettings):
     val_size: int | None = Field(None, ge=1, description="cap on val examples used for that choice")
 
     def pretrain_settings(self) -> EvolveSettings:
-        base = EvolveSettings.model_validate(self.model_dump(include=set(EvolveSettings.model_fields)))
+        base = self.finetune_settings()
         upd = {"generations": self.pretrain_generations, "children": self.pretrain_children,
                "minibatch": self.pretrain_minibatch}
         return base.model_copy(update={k: v for k, v in upd.items() if v is not None})
