@@ -67,6 +67,7 @@ class BudgetConfig(Strict):
     max_requests: int | None = Field(None, gt=0)
     max_tokens: int | None = Field(None, gt=0)
     max_usd: float | None = Field(None, gt=0)
+    max_evaluations: int | None = Field(None, gt=0)  # examples scored, the unit every method shares
 
 
 class LLMConfig(Strict):

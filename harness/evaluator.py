@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.aio import run_sync
 from harness.benchmarks.base import Benchmark, Example, Score
@@ -28,6 +29,19 @@ class Record:
     completion_tokens: int
     cached: bool
     truncated: bool = False  # the last reply stopped at the token cap
+    extracted: Any = None  # the answer parsed from the reply (None: unparseable)
+    reason: str = ""  # the scorer's short reason for the verdict
+
+
+def _plain(value: Any) -> Any:
+    """The extracted answer as JSON-friendly data (tuples become lists, anything else its repr)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return repr(value)
 
 
 CUT_OFF = " (The reply was cut off at the token cap: it ran too long.)"
@@ -56,7 +70,8 @@ class _Acc:
         assert self.score is not None
         feedback = self.score.feedback + (CUT_OFF if self.truncated else "")
         return Record(example_id, self.text, self.score.value, self.score.correct, feedback,
-                      self.attempts, self.prompt_tokens, self.completion_tokens, self.cached, self.truncated)
+                      self.attempts, self.prompt_tokens, self.completion_tokens, self.cached, self.truncated,
+                      _plain(self.score.extracted), self.score.reason)
 
 
 @dataclass
@@ -88,6 +103,7 @@ class Evaluator:
                              label: str = "evaluating") -> EvalResult:
         """Score every example; pass@k benchmarks retry the wrong ones, up to k rounds."""
         self.calls += 1
+        self.llm.ledger.start_evaluations(self.llm.role, len(examples))
         k = max(1, self.benchmark.attempts)
         state = {i: _Acc() for i in range(len(examples))}
         pending = list(range(len(examples)))

@@ -8,7 +8,7 @@ treat all methods alike and budgets (candidate evaluations, LLM calls) are compa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,11 @@ from harness.llm.client import LLMClient
 
 @dataclass
 class Candidate:
+    """One scored prompt. `meta` keys shared by every method (all optional):
+    stage ("pretrain", "finetune", "search", ...), admitted (bool), example_ids (what train_score was
+    judged on), val_example_ids, agent_reply (the raw proposer reply), cost ({"requests", "tokens", "usd"}
+    spent producing and scoring it), skipped (why a proposal was not scored)."""
+
     id: str
     prompt: str
     parent_id: str | None
@@ -55,9 +60,30 @@ class OptimizationTask:
 CandidateSink = Callable[[Candidate], None]
 
 
+@dataclass
+class RunContext:
+    """What the runner offers an optimizer besides its target task.
+
+    - open_task(name, seed): another benchmark's train/val task (for pre-training pools), opened by the
+      runner with the config's options and sandbox before any request (see Optimizer.benchmarks_needed);
+    - shared_dir: an experiment-level directory for artifacts reused across cells (e.g. SePO's p~*);
+    - check_disjoint_from_test(benchmark, ids): raises ConfigError when any of those example ids is in the
+      target's test split under this cell's seed (the test ids themselves are never handed out);
+    - held_out: benchmark names the experiment keeps out of every pre-training pool.
+    """
+
+    open_task: Callable[[str, int], OptimizationTask] | None = None
+    shared_dir: Path | None = None
+    check_disjoint_from_test: Callable[[str, Iterable[str]], None] | None = None
+    held_out: tuple[str, ...] = ()
+
+
 class Optimizer(Protocol):
+    """name: the registry name. Optional: `benchmarks_needed(target) -> list[str]` names other
+    benchmarks the runner must open (and check) before any request."""
+
     name: str
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None,
-                 checkpoint_dir: Path | None = None) -> OptimizeResult: ...
+                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
+                 context: RunContext | None = None) -> OptimizeResult: ...

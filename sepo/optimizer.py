@@ -25,7 +25,7 @@ from harness.config import ConfigError
 from harness.evaluator import Evaluator
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult
+from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
 from sepo.agent import PromptAgent, initial_prompt_agent
 from sepo.archive import Entry
 from sepo.evolve import EntrySink, EvolveResult, EvolveSettings
@@ -153,8 +153,8 @@ class SePO:
         return pool
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None,
-                 checkpoint_dir: Path | None = None) -> OptimizeResult:
+                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
+                 context: RunContext | None = None) -> OptimizeResult:
         s = self.settings
         ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
         if self.prompt_agent is None:

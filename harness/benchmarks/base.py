@@ -26,6 +26,7 @@ class Score:
     correct: bool
     feedback: str  # what went right or wrong, shown to prompt agents
     extracted: Any = None  # the parsed answer, or None when unparseable
+    reason: str = ""  # a short machine-readable why, e.g. "correct", "no answer found", "exited before tests ran"
 
 
 class Benchmark:

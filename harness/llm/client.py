@@ -9,6 +9,7 @@ a concurrency limit, retries with exponential backoff and jitter on transient fa
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import random
 import time
@@ -191,6 +192,12 @@ class LLMClient:
         ct = usage.completion_tokens if usage else 0
         return ChatResult(resp.choices[0].message.content or "", pt, ct, False, self._cost(pt, ct),
                           resp.choices[0].finish_reason)
+
+    def with_ledger(self, ledger: Ledger) -> LLMClient:
+        """The same endpoint, connections, concurrency limit and cache, accounted on another ledger."""
+        clone = copy.copy(self)
+        clone.ledger = ledger
+        return clone
 
     async def aclose(self) -> None:
         for r in self._replicas:

@@ -18,6 +18,7 @@ class Usage:
     completion_tokens: int = 0
     usd: float = 0.0
     retries: int = 0
+    evaluations: int = 0  # examples scored (one per example per evaluate call): the budget unit shared by methods
 
     @property
     def tokens(self) -> int:
@@ -32,15 +33,21 @@ class Budget:
     max_requests: int | None = None
     max_tokens: int | None = None
     max_usd: float | None = None
+    max_evaluations: int | None = None
 
 
 @dataclass
 class Ledger:
-    """Shared by every client of a run: totals per role, checked against one budget."""
+    """Shared by every client of a run: totals per role, checked against one budget.
+
+    A child ledger (`child()`, one per experiment cell) has a budget of its own and forwards
+    everything it records to its parent, so the run's totals and caps still hold.
+    """
 
     budget: Budget = field(default_factory=Budget)
     by_role: dict[str, Usage] = field(default_factory=dict)
     started: int = 0
+    parent: Ledger | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def role(self, name: str) -> Usage:
@@ -52,11 +59,43 @@ class Ledger:
         with self._lock:
             t = Usage()
             for u in self.by_role.values():
-                for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd", "retries"):
+                for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd", "retries",
+                          "evaluations"):
                     setattr(t, k, getattr(t, k) + getattr(u, k))
             return t
 
+    def child(self, budget: Budget | None = None) -> Ledger:
+        """A ledger for one part of the run (a cell) with its own caps; totals also reach this one."""
+        return Ledger(budget or Budget(), parent=self)
+
+    def start_evaluations(self, role: str, n: int) -> None:
+        """Reserve n example evaluations, or raise BudgetExceeded if that would pass a cap."""
+        for led in self._chain():
+            led._check_evaluations(n)
+        for led in self._chain():
+            u = led.role(role)
+            with led._lock:
+                u.evaluations += n
+
+    def _check_evaluations(self, n: int) -> None:
+        cap = self.budget.max_evaluations
+        done = self.total.evaluations
+        if cap is not None and done + n > cap:
+            raise BudgetExceeded(f"budget reached: {done} example evaluations, {n} more would pass the cap {cap}")
+
+    def _chain(self) -> list[Ledger]:
+        out, led = [], self
+        while led is not None:
+            out.append(led)
+            led = led.parent
+        return out
+
     def start_request(self) -> None:
+        if self.parent is not None:
+            self.parent.start_request()
+        self._start_request()
+
+    def _start_request(self) -> None:
         """Reserve one paid request, or raise BudgetExceeded if a cap has been reached.
 
         Requests are counted when they start, so concurrent calls never pass the request cap;
@@ -73,22 +112,25 @@ class Ledger:
             self.started += 1
 
     def record(self, role: str, prompt_tokens: int, completion_tokens: int, usd: float) -> None:
-        u = self.role(role)
-        with self._lock:
-            u.requests += 1
-            u.prompt_tokens += prompt_tokens
-            u.completion_tokens += completion_tokens
-            u.usd += usd
+        for led in self._chain():
+            u = led.role(role)
+            with led._lock:
+                u.requests += 1
+                u.prompt_tokens += prompt_tokens
+                u.completion_tokens += completion_tokens
+                u.usd += usd
 
     def record_hit(self, role: str) -> None:
-        u = self.role(role)
-        with self._lock:
-            u.cache_hits += 1
+        for led in self._chain():
+            u = led.role(role)
+            with led._lock:
+                u.cache_hits += 1
 
     def record_retry(self, role: str) -> None:
-        u = self.role(role)
-        with self._lock:
-            u.retries += 1
+        for led in self._chain():
+            u = led.role(role)
+            with led._lock:
+                u.retries += 1
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {r: u.as_dict() for r, u in self.by_role.items()}
