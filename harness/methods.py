@@ -1,8 +1,17 @@
-"""The registry of optimization methods: names to classes, imported only when used.
+"""The registry of optimization methods: names to classes (plus preset settings), imported only when used.
 
 harness never imports sepo/ or baselines/ directly; a method joins by adding one line here.
 Each class takes its settings as a dict (unknown keys are errors) and implements
-harness.optimizer.Optimizer.
+harness.optimizer.Optimizer. A preset is a registered name with fixed settings on top of a class
+(e.g. the paper's variants and ablations), so Tables 1 and 2 run from one experiment file.
+
+In an experiment file, `methods:` maps a run name to settings; the run name is a registered name,
+or any name with `method: <registered name>` among its settings (a named setting group):
+
+    methods:
+      sepo-generalist: {}
+      sepo-specialist: {pretrain_pool: [gpqa]}
+      sepo-fast: {method: sepo, generations: 2}
 """
 
 from __future__ import annotations
@@ -13,17 +22,48 @@ from typing import Any
 from harness.config import ConfigError
 from harness.optimizer import Optimizer
 
-METHODS: dict[str, str] = {
-    "sepo": "sepo.optimizer:SePO",
+# name -> (module:Class, preset settings)
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sepo": ("sepo.optimizer:SePO", {}),
+    "sepo-generalist": ("sepo.optimizer:SePO", {"variant": "generalist"}),
+    "sepo-specialist": ("sepo.optimizer:SePO", {"variant": "specialist"}),
+    "sepo-no-archive": ("sepo.optimizer:SePO", {"archive": False}),
+    "sepo-no-self-improve": ("sepo.optimizer:SePO", {"self_improve": False}),
 }
 
 
-def make_optimizer(name: str, settings: dict[str, Any] | None = None) -> Optimizer:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r} in 'methods'; known methods: {', '.join(sorted(METHODS))}.")
-    module, cls = METHODS[name].split(":")
+def resolve_method(run_name: str, settings: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(registered name, full settings) for one entry of `methods:`; presets first, then the user's."""
+    settings = dict(settings or {})
+    base = settings.pop("method", run_name)
+    if base not in METHODS:
+        known = ", ".join(sorted(METHODS))
+        raise ConfigError(f"unknown method {base!r} in 'methods.{run_name}'; known methods: {known}.")
+    return base, {**METHODS[base][1], **settings}
+
+
+def method_class(name: str) -> type:
+    module, cls = METHODS[name][0].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_optimizer(run_name: str, settings: dict[str, Any] | None = None) -> Optimizer:
+    """An optimizer for one `methods:` entry; its `name` is the run name."""
+    base, full = resolve_method(run_name, settings)
     try:
-        return getattr(importlib.import_module(module), cls)(settings or {})
+        opt = method_class(base)(full)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        first = str(exc).splitlines()
-        raise ConfigError(f"methods.{name}: invalid settings ({' '.join(first[1:3]).strip()}).") from None
+        raise ConfigError(f"methods.{run_name}: {_first_problem(exc)}") from None
+    opt.name = run_name
+    return opt
+
+
+def _first_problem(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        e = errors()[0]
+        field = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            return f"unknown setting {field!r}."
+        return f"setting {field!r}: {e['msg']}."
+    return str(exc).splitlines()[0]
