@@ -5,9 +5,11 @@ BIN     := $(VENV)/bin
 STAMPS  := .stamps
 export SEPO_DATA_DIR ?= $(abspath ../shared/data)
 CONFIG  ?= configs/local.yaml
+REPRODUCE_LOCAL ?= configs/reproduce-local.yaml
+UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all install docker models lint bench clean help
+.PHONY: run test test-all install docker models lint bench clean help reproduce ui report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -45,6 +47,22 @@ lint: install
 bench: install docker models  ## performance scripts: print measured ratios
 	$(BIN)/python perf/llm_throughput.py
 	$(BIN)/python perf/sandbox_throughput.py
+
+reproduce: install docker models  ## the full protocol and its report: configs/paper.yaml with endpoint keys, else a small local run
+	@if [ -n "$$REPRODUCE_CONFIG" ]; then cfg="$$REPRODUCE_CONFIG"; \
+	elif [ -n "$$DEEPSEEK_API_KEY" ] && [ -n "$$GEMINI_API_KEY" ]; then cfg=configs/paper.yaml; \
+	else cfg=$(REPRODUCE_LOCAL); \
+	  echo "No endpoint keys (DEEPSEEK_API_KEY, GEMINI_API_KEY): a SMALL-MODEL run on the embedded local models ($$cfg),"; \
+	  echo "a check of the whole pipeline at reduced scale, not the paper's numbers."; fi; \
+	$(BIN)/sepo-bench optimize --config $$cfg && $(BIN)/sepo-bench report --config $$cfg
+
+report: install  ## the report of CONFIG's experiment, from MLflow
+	$(BIN)/sepo-bench report --config $(CONFIG)
+
+ui: install  ## the MLflow UI on runs/mlflow.db, bound to 127.0.0.1 (UI_PORT, default 5000)
+	@mkdir -p runs
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)"
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(abspath runs)/mlflow.db
 
 clean:
 	rm -rf $(STAMPS) runs .cache .pytest_cache

@@ -1,193 +1,253 @@
-"""The `sepo-bench` command line."""
+"""The `sepo-bench` command line: eval, optimize (the experiment grid), report, ui, models, check-config."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.benchmarks.base import Benchmark, Example
-from harness.config import BenchmarkConfig, ConfigError, ExperimentConfig, load_config
-
-OpenBenchmark = tuple[BenchmarkConfig, Benchmark, list[Example]]  # its config, itself, its test examples
+from harness.config import ConfigError, ExperimentConfig, load_config
 
 
-@contextmanager
-def _open_benchmarks(cfg: ExperimentConfig, source: str) -> Iterator[list[OpenBenchmark]]:
-    """Each benchmark with its test examples (first seed), and a sandbox if one runs code: all made
-    before any model starts, so a missing dataset or Docker engine is reported before paid work."""
-    from harness.benchmarks import get_benchmark
-    from harness.run import load_test_split
+class UsageError(ConfigError):
+    """A bad command-line flag."""
 
-    if not cfg.benchmarks:
-        raise ConfigError(f"{source}: field 'benchmarks': list at least one benchmark.")
-    sandbox = _sandbox_if_needed(cfg)
-    opened: list[OpenBenchmark] = []
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one sentence and exit 2, like every other user error
+        raise UsageError(f"{message}; see `{self.prog} --help`.")
+
+
+def _positive(text: str) -> int:
     try:
-        for b in cfg.benchmarks:
-            bench = get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.options)
-            opened.append((b, bench, load_test_split(bench, cfg.seeds[0], b.n_test)))
-        yield opened
-    finally:
-        for _, bench, _ in opened:
-            bench.close()
-        if sandbox is not None:
-            sandbox.close()
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {n}")
+    return n
 
 
-def _write_results(out: Path, payload: dict[str, Any], usage: dict[str, dict[str, float]]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**payload, "usage": usage}, indent=2, default=str))
-    t = usage["total"]
-    print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
-          f"${t['usd']:.4f}; results in {out}")
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds such as 0 or 0,1,2, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected benchmark names such as mbpp,gpqa")
+    return names
+
+
+def _load(args: argparse.Namespace) -> ExperimentConfig:
+    from harness.checks import check
+
+    cfg = load_config(args.config)
+    if getattr(args, "output_dir", None):
+        cfg.output_dir = str(Path(args.output_dir).expanduser().resolve())
+    check(cfg)
+    return cfg
+
+
+def _system_prompt(args: argparse.Namespace) -> str | None:
+    if getattr(args, "system_prompt_file", None):
+        p = Path(args.system_prompt_file)
+        if not p.is_file():
+            raise UsageError(f"--system-prompt-file {p} does not exist; pass a text file with the prompt.")
+        return p.read_text(encoding="utf-8").strip()
+    return getattr(args, "system_prompt", None)
+
+
+def _run_options(args: argparse.Namespace):
+    from harness.experiment import RunOptions
+
+    if args.fresh and args.resume:
+        raise UsageError("--fresh and --resume contradict each other; choose one.")
+    return RunOptions(benchmarks=args.benchmarks, seeds=args.seed, limit=args.limit, fresh=args.fresh,
+                      resume=args.resume, system_prompt=_system_prompt(args))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    """Score the config's system prompt on each benchmark's test examples; print accuracy."""
+    """Score a system prompt on each benchmark's test split, for every seed (or --seed); write every
+    example's record (reply, extracted answer, gold, verdict, reason, tokens) beside a summary."""
     from harness.evaluator import Evaluator
+    from harness.experiment import (canonical_name, describe, expand_grid, load_limited, models_of, open_benchmarks,
+                                    print_models, summarize)
     from harness.llm.session import open_llms
 
-    cfg = load_config(args.config)
-    prompt = args.system_prompt if args.system_prompt is not None else cfg.system_prompt
-    seed = cfg.seeds[0]
+    cfg = _load(args)
+    opts = _run_options(args)
+    prompt = opts.system_prompt if opts.system_prompt is not None else cfg.system_prompt
+    cells = expand_grid(cfg.model_copy(update={"methods": {"sepo": {}}}), benchmarks=opts.benchmarks,
+                        seeds=opts.seeds)
+    out = cfg.run_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"eval {cfg.name}: {len(cells)} benchmark x seed runs; outputs in {out}", flush=True)
     rows = []
-    with _open_benchmarks(cfg, args.config) as benches, open_llms(cfg.llm, prompt_agent=False) as llms:
-        for _, bench, examples in benches:
-            examples = examples[: args.n] if args.n else examples
+    with open_benchmarks(cfg, [c.bench for c in cells], sorted({c.seed for c in cells})) as benches, \
+            open_llms(cfg.llm, prompt_agent=False) as llms:
+        print_models(llms)
+        for c in cells:
+            ob = benches[canonical_name(c.bench.name)]
+            examples = load_limited(ob, c.seed, opts.limit)
             t0 = time.monotonic()
-            ev = Evaluator(bench, llms.task, seed=seed, show_progress=True)
-            res = ev.evaluate(prompt, examples, label=f"{bench.name} ({len(examples)} examples)")
-            correct = sum(r.correct for r in res.records)
-            rows.append({"benchmark": bench.name, "n": len(examples), "correct": correct,
-                         "accuracy": round(res.accuracy, 4), "tokens": res.tokens,
-                         "seconds": round(time.monotonic() - t0, 1)})
-            print(f"{bench.name}: {correct}/{len(examples)} correct, accuracy {res.accuracy:.3f}, "
-                  f"{res.tokens} tokens, {rows[-1]['seconds']} s")
+            ev = Evaluator(ob.bench, llms.task, seed=c.seed, show_progress=True)
+            res = ev.evaluate(prompt, examples, label=f"{ob.bench.name} seed {c.seed} ({len(examples)} examples)")
+            gold = {e.id: e.answer for e in examples}
+            records = [{**r.__dict__, "gold": gold.get(r.example_id)} for r in res.records]
+            path = out / f"records-{ob.bench.name}-seed{c.seed}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r, default=str) + "\n" for r in records), encoding="utf-8")
+            row = {"benchmark": ob.bench.name, "seed": c.seed, **summarize(res, len(examples)),
+                   "seconds": round(time.monotonic() - t0, 1), "records": str(path)}
+            rows.append(row)
+            print(f"{ob.bench.name} seed {c.seed}: {describe(row)}, {row['tokens']} tokens, {row['seconds']} s",
+                  flush=True)
         usage = llms.ledger.summary()
-    out = Path(cfg.output_dir) / f"eval-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    _write_results(out, {"config": args.config, "system_prompt": prompt, "results": rows}, usage)
+        models = models_of(llms)
+    _write_summary(out / "summary.json", {"config": cfg.source, "system_prompt": prompt, "models": models,
+                                          "results": rows}, usage)
     return 0
+
+
+def _write_summary(path: Path, payload: dict[str, Any], usage: dict[str, dict[str, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**payload, "usage": usage}, indent=2, default=str))
+    t = usage["total"]
+    print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
+          f"${t['usd']:.4f}; summary in {path}", flush=True)
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
-    """Optimize the config's system prompt with each method, benchmark and seed; score the best on test.
+    """Run every cell (method x benchmark x seed) of the experiment: optimize on train/val, score the best
+    prompt and the initial one on test; track everything in MLflow. Finished cells are skipped on a rerun
+    and unfinished ones resume from their checkpoints (--fresh starts over)."""
+    from harness.experiment import Experiment
 
-    Checkpoints go under output_dir/<name>/<method>/<benchmark>/seed<k>, so a killed run resumes where
-    it stopped; the response cache makes finished requests free on a rerun.
-    """
-    from harness.evaluator import Evaluator
-    from harness.llm.session import open_llms
-    from harness.methods import make_optimizer
-    from harness.run import load_test_split, run_cell
-
-    cfg = load_config(args.config)
-    methods = cfg.methods or {"sepo": {}}
-    for name, settings in methods.items():  # bad method settings fail here, before any model starts
-        make_optimizer(name, settings)
-    run_dir = Path(cfg.output_dir) / cfg.name
-    rows = []
-
-    def show(c) -> None:
-        print(f"  candidate {c.id} <- {c.parent_id}: train {c.train_score}", flush=True)
-
-    with _open_benchmarks(cfg, args.config) as benches, open_llms(cfg.llm) as llms:
-        for (bcfg, bench, _), seed, (method, settings) in itertools.product(benches, cfg.seeds, methods.items()):
-            print(f"== {method} on {bench.name}, seed {seed}")
-            cell = run_cell(make_optimizer(method, settings), bench, seed, llms.task, llms.prompt,
-                            initial_prompt=cfg.system_prompt, n_test=bcfg.n_test,
-                            checkpoint_dir=run_dir / method / bench.name / f"seed{seed}", on_candidate=show)
-            test = load_test_split(bench, seed, bcfg.n_test)
-            initial = Evaluator(bench, llms.task, seed=seed).evaluate(cfg.system_prompt, test,
-                                                                     label="test: initial prompt")
-            rows.append({"method": method, "benchmark": bench.name, "seed": seed,
-                         "initial_test": initial.accuracy, "best_test": cell.test_accuracy,
-                         "best_prompt": cell.result.best.prompt, "best_id": cell.result.best.id,
-                         "candidates": [vars(c) for c in cell.result.candidates]})
-            print(f"  test accuracy: initial {initial.accuracy:.3f} -> best {cell.test_accuracy:.3f} "
-                  f"({len(test)} examples)")
-        usage = llms.ledger.summary()
-    _write_results(run_dir / "results.json", {"config": args.config, "results": rows}, usage)
+    cfg = _load(args)
+    Experiment(cfg, _run_options(args)).run()
     return 0
 
 
-def _sandbox_if_needed(cfg: ExperimentConfig):
-    from harness.benchmarks import ALIASES
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Build the statistical report (Markdown + HTML) of an experiment from MLflow."""
+    from harness.experiment import default_tracking_uri
 
-    def runs_code(name: str, options: dict) -> bool:
-        key = ALIASES.get(name.strip().lower(), name.strip().lower())
-        return key == "mbpp" or (key == "custom" and options.get("scorer") == "python")
+    cfg = _load(args) if args.config else None
+    name = args.experiment or (cfg.name if cfg else None)
+    if not name:
+        raise UsageError("name the experiment (sepo-bench report NAME) or pass --config FILE.")
+    import os
 
-    if not any(runs_code(b.name, b.options) for b in cfg.benchmarks):
-        return None
-    from sandboxes import make_sandbox
+    uri = args.tracking_uri or (cfg.tracking.uri if cfg else None) or os.environ.get("MLFLOW_TRACKING_URI") or (
+        default_tracking_uri(cfg) if cfg else None)
+    if uri is None:
+        raise UsageError("say where the MLflow store is: --tracking-uri URI, --config FILE or $MLFLOW_TRACKING_URI.")
+    out = Path(args.out) if args.out else (cfg.run_dir / "report" if cfg else Path("report"))
+    from reports import build_report
 
-    s = cfg.sandbox
-    kw = {"allow": s.allow_local} if s.backend == "local" else {"image": s.image, "pool_size": s.pool_size}
-    return make_sandbox(s.backend, timeout_s=s.timeout_s, memory_mb=s.memory_mb, **kw)
+    paths = build_report(uri, name, out)
+    for p in (paths.values() if isinstance(paths, dict) else paths):
+        print(f"report: {p}")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    """Assemble and verify local model weights (once; later calls only re-check)."""
-    from harness.llm.local import MODELS, ensure_model
+    """Assemble and verify local model weights, and build llama.cpp's llama-server that serves them
+    (both once, cached in ~/.cache/sepo-bench; later calls only re-check)."""
+    from harness.llm.local import MODELS, ensure_model, server_binary
 
     for name in args.names or list(MODELS):
         print(f"{name}: {ensure_model(name)}")
+    print(f"llama-server: {server_binary()}")
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    """Validate a config file and print it with defaults filled in."""
-    cfg = load_config(args.config)
-    print(cfg.model_dump_json(indent=2))
+    """Validate a config as `eval`/`optimize` would (every problem at once) and print it fully resolved."""
+    from harness.checks import resolved, runtime_notes
+
+    cfg = _load(args)
+    print(json.dumps(resolved(cfg), indent=2, default=str))
+    for note in runtime_notes(cfg):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{cfg.source}: no problems found.", file=sys.stderr)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sepo-bench", description=__doc__ + " System-prompt optimization harness.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _run_flags(p: argparse.ArgumentParser, default_config: str) -> None:
+    p.add_argument("--config", default=default_config, help="experiment YAML (default: %(default)s)")
+    p.add_argument("--limit", type=_positive, default=None, help="score at most N test examples per benchmark")
+    p.add_argument("--benchmarks", type=_names, default=None, help="only these benchmarks of the config (a,b)")
+    p.add_argument("--seed", type=_seed_list, default=None, help="only these seeds of the config (0 or 0,1)")
+    p.add_argument("--output-dir", default=None, help="write outputs here instead of the config's output_dir")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--system-prompt", default=None, help="override the config's system_prompt")
+    g.add_argument("--system-prompt-file", default=None, help="read the system prompt from a file")
+    p.add_argument("--fresh", action="store_true", help="discard earlier checkpoints and results; start over")
+    p.add_argument("--resume", action="store_true", help="require an earlier run to resume (default: resume "
+                   "when there is one)")
 
-    e = sub.add_parser("eval", help="score a system prompt on benchmarks", description=_cmd_eval.__doc__)
-    e.add_argument("--config", default="configs/local.yaml", help="experiment YAML (default: %(default)s)")
-    e.add_argument("--n", type=int, default=None, help="examples per benchmark (default: the config's n_test)")
-    e.add_argument("--system-prompt", default=None, help="override the config's system_prompt")
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness import __version__
+
+    p = _Parser(prog="sepo-bench", description="System-prompt optimization harness: SePO and baselines on "
+                "AIME'25, ARC-AGI-1, GPQA-Diamond, MBPP and Sudoku, tracked in MLflow.")
+    p.add_argument("--version", action="version", version=f"sepo-bench {__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    e = sub.add_parser("eval", help="score a system prompt on test splits", description=_cmd_eval.__doc__)
+    _run_flags(e, "configs/local.yaml")
     e.set_defaults(func=_cmd_eval)
 
-    o = sub.add_parser("optimize", help="optimize a system prompt (SePO), score the best on test",
+    o = sub.add_parser("optimize", help="run the experiment grid (methods x benchmarks x seeds)",
                        description=_cmd_optimize.__doc__)
-    o.add_argument("--config", default="configs/sepo-local.yaml", help="experiment YAML (default: %(default)s)")
+    _run_flags(o, "configs/sepo-local.yaml")
     o.set_defaults(func=_cmd_optimize)
+
+    r = sub.add_parser("report", help="statistical report of an experiment, from MLflow",
+                       description=_cmd_report.__doc__)
+    r.add_argument("experiment", nargs="?", help="experiment name (default: the config's name)")
+    r.add_argument("--config", default=None, help="experiment YAML (for its name and MLflow store)")
+    r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    r.add_argument("--out", default=None, help="output folder (default: <run dir>/report)")
+    r.add_argument("--output-dir", default=None, help=argparse.SUPPRESS)
+    r.set_defaults(func=_cmd_report)
 
     m = sub.add_parser("models", help="fetch and verify local model weights", description=_cmd_models.__doc__)
     m.add_argument("names", nargs="*", help="model names (default: all)")
     m.set_defaults(func=_cmd_models)
 
-    c = sub.add_parser("check-config", help="validate a config file", description=_cmd_check.__doc__)
+    c = sub.add_parser("check-config", help="validate a config and print it resolved", description=_cmd_check.__doc__)
     c.add_argument("config", help="experiment YAML")
+    c.add_argument("--output-dir", default=None, help=argparse.SUPPRESS)
     c.set_defaults(func=_cmd_check)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from harness.errors import user_error_types
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted; finished results are kept in the cache.", file=sys.stderr)
+        print("interrupted; finished cells and paid replies are kept (rerun to resume).", file=sys.stderr)
         return 130
-    except Exception as exc:  # user-fixable errors end in one sentence, not a traceback
-        from harness.errors import user_error_types
-
-        if isinstance(exc, user_error_types()):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except Exception as exc:  # user-fixable errors end in one sentence per problem, not a traceback
+        if debug or not isinstance(exc, user_error_types()):
+            raise
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ Secrets never live here: an endpoint names the environment variable that holds i
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 LOCAL_MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")
 DEFAULT_LOCAL = {"task": "qwen2.5-coder-0.5b", "prompt": "qwen2.5-coder-1.5b"}
@@ -40,10 +41,20 @@ class EndpointConfig(Strict):
     price_input_per_m: float = Field(0.0, ge=0.0)
     price_output_per_m: float = Field(0.0, ge=0.0)
     max_concurrency: int = Field(4, gt=0)
+    local_parallel: int | None = Field(None, gt=0, le=64, description="embedded model only: slots of its "
+                                       "llama-server, and as many requests in flight (default: measured per model)")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(20.0, ge=0)
+
+    @model_validator(mode="after")
+    def _model_with_url(self) -> EndpointConfig:
+        if self.base_url is not None and not self.model:
+            raise ValueError("an endpoint with a base_url needs 'model', the name the server serves")
+        if self.base_url is not None and self.local_model:
+            raise ValueError("set either base_url (a server) or local_model (the embedded one), not both")
+        return self
 
     @property
     def base_urls(self) -> list[str]:
@@ -76,12 +87,17 @@ class LLMConfig(Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     local_threads: int | None = Field(None, gt=0)
-    local_context: int = Field(4096, gt=256)
+    local_context: int | None = Field(None, gt=256, description="context tokens per slot of an embedded server "
+                                      "(default: the longest benchmark prompt plus its reply cap)")
+    local_server: Literal["llama-server", "python"] = Field(
+        "llama-server", description="embedded server: llama.cpp's llama-server (parallel slots, built once) or "
+        "llama-cpp-python's server (one request at a time; the fallback)")
 
 
 class SandboxConfig(Strict):
     backend: Literal["docker", "local"] = "docker"
-    image: str = "sepo-sandbox:py3"
+    image: str = Field("sepo-sandbox:py3", description="the default is built offline on first use; any other "
+                       "name must already exist in the Docker engine")
     timeout_s: float = Field(10.0, gt=0)
     memory_mb: int = Field(256, gt=16)
     pool_size: int = Field(2, gt=0)
@@ -89,48 +105,140 @@ class SandboxConfig(Strict):
 
 
 class BenchmarkConfig(Strict):
+    """One benchmark. n_train / n_val / n_test are split sizes (a subset of the default split, see
+    harness/splits.py); `options` holds the benchmark's own options (variant, size, path, ...)."""
+
     name: str
-    n_train: int | None = Field(None, gt=0)
-    n_val: int | None = Field(None, gt=0)
-    n_test: int | None = Field(None, gt=0)
+    n_train: int | None = Field(None, gt=0, description="train split size (default: the benchmark's)")
+    n_val: int | None = Field(None, gt=0, description="validation split size (default: the benchmark's)")
+    n_test: int | None = Field(None, gt=0, description="test split size (default: the benchmark's)")
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _no_sizes_in_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        sizes = sorted(k for k in v if k in ("n_train", "n_val", "n_test"))
+        if sizes:
+            raise ValueError(f"{sizes[0]} belongs at the benchmark entry's top level, not in options")
+        return v
+
+    def split_options(self) -> dict[str, Any]:
+        """The options a benchmark is built with: its own plus the split sizes."""
+        sizes = {k: getattr(self, k) for k in ("n_train", "n_val", "n_test") if getattr(self, k) is not None}
+        return {**self.options, **sizes}
+
+
+class TrackingConfig(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else a "
+                            "sqlite store in output_dir")
+    trace: bool = Field(False, description="trace every OpenAI call in MLflow")
+    enabled: bool = True
 
 
 class ExperimentConfig(Strict):
-    name: str = "experiment"
+    name: str = Field("experiment", description="the experiment: its MLflow experiment and its output folder")
+    description: str = ""
     data_dir: str | None = None
-    output_dir: str = "runs"
+    output_dir: str = Field("runs", description="run outputs; a relative path is under the project folder")
     seeds: list[int] = Field(default_factory=lambda: [0])
     system_prompt: str = ""
     benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    budget_per_cell: BudgetConfig = Field(default_factory=BudgetConfig, description="one budget every method "
+                                          "gets per cell (method x benchmark x seed); final test scoring is "
+                                          "outside it. llm.budget caps the whole run")
+    held_out: list[str] = Field(default_factory=lambda: ["sudoku"], description="benchmarks kept out of every "
+                                "pre-training pool (the paper keeps Sudoku out)")
+    parallel_cells: int = Field(1, gt=0, description="cells run at once (remote endpoints)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    _source: Path | None = PrivateAttr(None)
 
     @field_validator("seeds")
     @classmethod
     def _seeds_nonempty(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("needs at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a seed twice")
         return v
+
+    @property
+    def source(self) -> str:
+        return str(self._source) if self._source else "<config>"
+
+    @property
+    def project_dir(self) -> Path:
+        """Where relative output and cache paths live: $SEPO_PROJECT_DIR, else the nearest folder above
+        the config file that holds a pyproject.toml, else the config file's folder (never the cwd)."""
+        if os.environ.get("SEPO_PROJECT_DIR"):
+            return Path(os.environ["SEPO_PROJECT_DIR"]).expanduser().resolve()
+        if self._source is None:
+            return Path.cwd()
+        here = self._source.resolve().parent
+        for d in (here, *here.parents):
+            if (d / "pyproject.toml").is_file():
+                return d
+        return here
+
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.project_dir / q
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.output_dir) / self.name
 
 
 def _field_path(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys at `loc` (for "did you mean")."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(str(part))
+        if f is None:
+            return []
+        ann = f.annotation
+        args = getattr(ann, "__args__", ())
+        inner = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    """' (did you mean 'x'?)' for a near miss, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _sentence(err: dict[str, Any], source: str) -> str:
+    loc = err["loc"]
+    field = _field_path(loc)
+    if err["type"] == "extra_forbidden":
+        hint = suggest(str(loc[-1]), _known_keys(ExperimentConfig, loc))
+        return f"{source}: '{field}' is not a setting{hint}; remove or rename it."
+    if err["type"] == "missing":
+        return f"{source}: '{field}' is required; add it."
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{source}: '{field}': {msg}; fix the value."
+
+
 def parse_config(data: dict[str, Any] | None, source: str = "<config>") -> ExperimentConfig:
-    """Validate a config mapping; errors name the field and the source."""
+    """Validate a config mapping; every problem is one sentence naming the source and the field."""
     try:
         return ExperimentConfig.model_validate(data or {})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _field_path(err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{source}: field '{field}': {msg}{more}.") from None
+        raise ConfigError("\n".join(_sentence(e, source) for e in exc.errors())) from None
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -144,4 +252,31 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__}: {exc}).") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys to values.")
-    return parse_config(data, str(p))
+    cfg = parse_config(expand_env(data, str(p)), str(p))
+    cfg._source = p
+    cfg.llm.cache.path = str(cfg.path(cfg.llm.cache.path))  # under the project folder, not the cwd
+    return cfg
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(data: Any, source: str, where: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in string values (not keys) with the environment's values."""
+    if isinstance(data, dict):
+        return {k: expand_env(v, source, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, source, f"{where}.{i}") for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def sub(m: re.Match) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None:
+            if m.group(2) is None:
+                raise ConfigError(f"{source}: '{where}' uses ${{{m.group(1)}}}, which is not set; export it "
+                                  f"or write ${{{m.group(1)}:-default}}.")
+            return m.group(2)
+        return value
+
+    return _ENV.sub(sub, data)
