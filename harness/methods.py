@@ -29,6 +29,12 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "sepo-specialist": ("sepo.optimizer:SePO", {"variant": "specialist"}),
     "sepo-no-archive": ("sepo.optimizer:SePO", {"archive": False}),
     "sepo-no-self-improve": ("sepo.optimizer:SePO", {"self_improve": False}),
+    # baselines (baselines/): same Optimizer interface, settings validated by each class
+    "manual-cot": ("baselines.manual_cot:ManualCoT", {}),
+    "textgrad": ("baselines.textgrad:TextGrad", {}),
+    "metaspo": ("baselines.metaspo:MetaSPO", {}),
+    "espl": ("baselines.espl:ESPL", {}),
+    "gepa": ("baselines.gepa:GEPA", {}),
 }
 
 

@@ -1,0 +1,311 @@
+"""MetaSPO (Choi, Baek, Hwang, NeurIPS 2025; procedure of the Dozi01/MetaSPO repository): a bilevel search for
+a system prompt that generalizes across tasks.
+
+State: one shared system prompt and, per meta-training task, a beam of user prompts (templates with a
+`{question}` slot; the initial one is `{question}`, i.e. the benchmark's question as it is). A node is
+(system prompt, user prompt) on one task, scored on that task's fixed train sample (`train_size` examples).
+Each of `iterations` (3) rounds runs:
+
+- inner loop (user prompts): for every task, `user_candidates` (3) times, the best node's wrong examples
+  (a sample of `wrong_examples`, 3) are analysed by the optimizer model (one call, <Analysis>) and the user
+  prompt rewritten (a second call, <improved_instruction_prompt>); each new node is scored; the beam keeps the
+  top `user_top_k` (3) per task;
+- outer loop (system prompt): `system_candidates` (9) proposals, each from wrong examples pooled across tasks
+  (`pooled_wrong_per_task`, 2, from each task's best node, shuffled): analysis, then a rewrite
+  (<improved_system_prompt>); a proposal is scored with every task's current user prompts and accepted when
+  its mean score over all task x user-prompt nodes beats the current system prompt's mean (proposals are
+  judged in turn against the best so far, as in the repository).
+
+Optimizer model at temperature 1.0 (the repository's default); the task model keeps its endpoint's settings.
+Prompts to the optimizer are written for this project after the repository's templates.
+
+Meta-test: the target task is unseen in meta-training (it is left out of the default pool, like the
+experiment's held-out benchmarks). The result for the target is the meta-learned system prompt, used as is with
+the target's questions (the repository's "unseen generalization" meta-test; its test-time-adaptation variant
+tunes user prompts, which a system-prompt harness does not use at test time). The pool is
+`meta_train_pool`, or every registered benchmark but the target, `custom` and the held-out ones, opened by the
+runner (`benchmarks_needed`) through `context.open_task`. Without a RunContext (context=None), MetaSPO
+meta-trains on the target's own train split as its only task (then the target is not unseen: say so when
+reporting such runs).
+
+Candidates: inner nodes are reported with stage "inner" (prompt = the user prompt, meta system_prompt/task),
+system prompts with stage "outer" (train_score = the mean over nodes, meta admitted = accepted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from pydantic import Field
+
+from baselines.common import (
+    Journal,
+    Reporter,
+    Settings,
+    Spend,
+    base_extra,
+    chat,
+    derive_seed,
+    evaluate,
+    extract_tag,
+    minibatch,
+    parse_settings,
+    rng,
+)
+from harness.llm.client import LLMClient
+from harness.llm.usage import BudgetExceeded
+from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+
+DEFAULT_SYSTEM = "You are a helpful assistant."  # the repository's default initial system prompt
+QUESTION = "{question}"
+
+USER_ANALYST = ("You improve the user prompt that a language model receives for one task. Find the shortcomings "
+                "of the current user prompt that explain the wrong responses below.")
+USER_ANALYSIS = """The model answers with this system prompt and user prompt.
+
+## System prompt
+{system}
+
+## User prompt ({{question}} marks where each question goes)
+{user}
+
+## Responses this prompt gets wrong
+{examples}
+
+Discuss only the user prompt: what about it led to these wrong responses, and how should it change?
+Wrap your analysis in <Analysis></Analysis> tags."""
+USER_WRITER = ("You improve the user prompt that a language model receives for one task. Write a better user "
+               "prompt that fixes the problems found in the analysis.")
+USER_REWRITE = """## System prompt
+{system}
+
+## Current user prompt
+{user}
+
+## Wrong responses
+{examples}
+
+## Analysis of the current user prompt
+{analysis}
+
+Write an improved user prompt that addresses the problems above. It must contain {{question}} exactly once,
+where the actual question will be placed. Wrap it in <improved_instruction_prompt></improved_instruction_prompt>
+tags."""
+SYSTEM_ANALYST = ("You improve a language model's system prompt for many different tasks. Analyse why the current "
+                  "system prompt leads to the wrong responses below.")
+SYSTEM_ANALYSIS = """## Current system prompt
+{system}
+
+## Wrong responses (from several tasks)
+{examples}
+
+Discuss only the system prompt: what about it led to these errors, and how should it change so that it helps
+across tasks? Wrap your analysis in <Analysis></Analysis> tags."""
+SYSTEM_WRITER = ("You improve a language model's system prompt. Write a better system prompt that generalizes "
+                 "across various tasks.")
+SYSTEM_REWRITE = """## Current system prompt
+{system}
+
+## Analysis of the current system prompt
+{analysis}
+
+Based on this, write an improved system prompt. Wrap it in <improved_system_prompt></improved_system_prompt>
+tags."""
+EXAMPLE = """<Example>
+System prompt:
+{system}
+
+User prompt:
+{user}
+
+Response:
+{response}
+
+Grader: {feedback}
+
+Reference answer:
+{answer}
+</Example>"""
+
+
+class MetaSPOSettings(Settings):
+    meta_train_pool: list[str] = Field(default_factory=list, description="benchmarks to meta-train on (empty: "
+                                       "every registered one but the target, custom and held-out ones)")
+    iterations: int = Field(3, ge=0, description="bilevel rounds (repository default 3)")
+    system_candidates: int = Field(9, ge=0, description="outer-loop system prompt proposals per round")
+    user_candidates: int = Field(3, ge=0, description="inner-loop user prompt proposals per task per round")
+    user_top_k: int = Field(3, ge=1, description="user prompts kept per task")
+    train_size: int = Field(16, ge=1, description="examples per task a node is scored on (repository: 50; 16 "
+                            "matches the minibatch of the other methods)")
+    wrong_examples: int = Field(3, ge=1, description="wrong examples shown in a user-prompt update")
+    pooled_wrong_per_task: int = Field(2, ge=1, description="wrong examples per task in a system-prompt update")
+    temperature: float | None = Field(1.0, ge=0.0, le=2.0, description="optimizer model temperature")
+    agent_max_tokens: int | None = Field(1500, gt=0, description="reply cap of optimizer calls")
+    initial_system_prompt: str | None = Field(None, description="None: the task's initial prompt, or "
+                                              f"{DEFAULT_SYSTEM!r} when that is empty")
+    excerpt_chars: int = Field(600, ge=50, description="truncation of questions/responses shown")
+
+
+@dataclass
+class Node:
+    id: str
+    task: int
+    system: str
+    user: str
+    parent_id: str | None
+    score: float = 0.0
+    wrong: list[dict[str, Any]] = field(default_factory=list)
+    origin: str = ""  # the reported candidate that wrote this user prompt (a node re-scored under a new system
+    # prompt keeps its origin)
+
+    def __post_init__(self) -> None:
+        self.origin = self.origin or self.id
+
+
+class MetaSPO:
+    name = "metaspo"
+
+    def __init__(self, settings: MetaSPOSettings | dict[str, Any] | None = None, *,
+                 pool_tasks: list[OptimizationTask] | None = None, **overrides: Any) -> None:
+        self.settings = parse_settings(MetaSPOSettings, settings, overrides)
+        self.pool_tasks = pool_tasks  # ready-made meta-training tasks (tests); else opened by name
+
+    def benchmarks_needed(self, target: str) -> list[str]:
+        if self.settings.meta_train_pool:
+            return [n for n in self.settings.meta_train_pool if n != target]
+        from harness.benchmarks import registry  # lazy: imports every benchmark module
+
+        return sorted(n for n in registry() if n not in (target, "custom"))
+
+    def _pool(self, task: OptimizationTask, seed: int, context: RunContext | None) -> tuple[list, str]:
+        if self.pool_tasks is not None:
+            return list(self.pool_tasks), "given"
+        if context is None or context.open_task is None:
+            return [task], "target-train (no RunContext)"
+        names = [n for n in self.benchmarks_needed(task.benchmark.name) if n not in context.held_out]
+        if not names:
+            return [task], "target-train (empty pool)"
+        pool = [context.open_task(n, seed) for n in names]
+        return pool, "meta-train pool"
+
+    def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
+                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
+                 context: RunContext | None = None) -> OptimizeResult:
+        s = self.settings
+        pool, pool_kind = self._pool(task, seed, context)
+        samples = [minibatch(t.train, s.train_size, seed, "metaspo", t.name) for t in pool]
+        if context is not None and context.check_disjoint_from_test is not None:
+            for t, smp in zip(pool, samples, strict=True):
+                context.check_disjoint_from_test(t.benchmark.name, [e.id for e in smp])
+        system0 = s.initial_system_prompt if s.initial_system_prompt is not None else (
+            task.initial_prompt or DEFAULT_SYSTEM)
+        spend = Spend(task.evaluator.llm, prompt_llm, *(t.evaluator.llm for t in pool))
+        journal = Journal(Path(checkpoint_dir) / "metaspo.jsonl" if checkpoint_dir else None,
+                          {"method": "metaspo", "seed": seed, "target": task.name, "pool": [t.name for t in pool],
+                           "system0": system0, "settings": s.model_dump()})
+        reporter = Reporter(on_candidate)
+
+        def ask(key: str, system: str, user: str) -> str:
+            return journal.step(key, lambda: chat(prompt_llm, user, system=system, temperature=s.temperature,
+                                                  max_tokens=s.agent_max_tokens, seed=derive_seed(seed, key)))
+
+        def score(node: Node) -> Node:
+            t = pool[node.task]
+            examples = [replace(e, question=node.user.replace(QUESTION, e.question)) for e in samples[node.task]]
+            by_id = {e.id: e for e in samples[node.task]}
+            res = journal.step(f"eval:{node.id}", lambda: evaluate(t, node.system, examples,
+                                                                    f"metaspo {t.name}", s.excerpt_chars))
+            node.score = res["score"]
+            node.wrong = [{**r, "question": by_id[r["id"]].question[: s.excerpt_chars],
+                           "answer": str(by_id[r["id"]].answer)[: s.excerpt_chars]}
+                          for r in res["records"] if not r["correct"]]
+            return node
+
+        def examples_text(node: Node, k: int, key: str) -> str:
+            wrong = node.wrong if len(node.wrong) <= k else rng(seed, key).sample(node.wrong, k)
+            return "\n".join(EXAMPLE.format(system=node.system, user=node.user.replace(QUESTION, w["question"]),
+                                            response=w["response"], feedback=w["feedback"], answer=w["answer"])
+                             for w in wrong) or "(none: every sampled response was correct)"
+
+        def report(c: Candidate, key: str) -> None:
+            reporter.add(c, restored=key in journal.restored)
+
+        def node_candidate(n: Node, gen: int, admitted: bool, mark: dict) -> Candidate:
+            return Candidate(n.id, n.user, n.parent_id, gen, n.score, meta={
+                "stage": "inner", "admitted": admitted, "task": pool[n.task].name, "system_prompt": n.system,
+                "example_ids": [e.id for e in samples[n.task]], "cost": spend.cost(mark)})
+
+        stopped = None
+        current = Candidate("sys-0", system0, None, 0, meta={"stage": "outer", "admitted": True})
+        beams: list[list[Node]] = []
+        mark = spend.mark()
+        try:
+            beams = [[score(Node(f"t{i}-u0", i, system0, QUESTION, None))] for i in range(len(pool))]
+            current.train_score = fmean(n.score for b in beams for n in b)
+            current.meta.update(cost=spend.cost(mark), node_scores={n.id: n.score for b in beams for n in b})
+            for b in beams:
+                report(node_candidate(b[0], 0, True, mark), f"eval:{b[0].id}")
+            report(current, "eval:t0-u0")
+            for it in range(1, s.iterations + 1):
+                # inner loop: user prompts per task, from the best node's wrong examples
+                for ti, beam in enumerate(beams):
+                    best = beam[0]
+                    new_nodes = []
+                    for c in range(s.user_candidates):
+                        mark = spend.mark()
+                        key = f"it{it}-t{ti}-u{c}"
+                        ex = examples_text(best, s.wrong_examples, key)
+                        analysis = ask(f"{key}:analysis", USER_ANALYST, USER_ANALYSIS.format(
+                            system=best.system, user=best.user, examples=ex))
+                        reply = ask(f"{key}:rewrite", USER_WRITER, USER_REWRITE.format(
+                            system=best.system, user=best.user, examples=ex,
+                            analysis=extract_tag(analysis, "Analysis") or analysis))
+                        user = extract_tag(reply, "improved_instruction_prompt") or best.user
+                        if QUESTION not in user:
+                            user = user.rstrip() + "\n\n" + QUESTION
+                        node = score(Node(key, ti, best.system, user, best.origin))
+                        new_nodes.append((node, node_candidate(node, it, False, mark), reply))
+                    beam.extend(n for n, _, _ in new_nodes)
+                    beam.sort(key=lambda n: n.score, reverse=True)  # stable: earlier nodes win ties
+                    del beam[s.user_top_k:]
+                    kept = {n.id for n in beam}
+                    for n, cand, reply in new_nodes:
+                        cand.meta.update(admitted=n.id in kept, agent_reply=reply)
+                        report(cand, f"eval:{n.id}")
+                # outer loop: system prompts from wrong examples pooled across tasks, accepted on the mean
+                parent_beams = [list(b) for b in beams]
+                parent = current
+                best_mean = fmean(n.score for b in beams for n in b)  # the current system with today's beams
+                for c in range(s.system_candidates):
+                    mark = spend.mark()
+                    key = f"it{it}-s{c}"
+                    blocks = [examples_text(b[0], s.pooled_wrong_per_task, f"{key}-t{ti}")
+                              for ti, b in enumerate(parent_beams)]
+                    rng(seed, key, "shuffle").shuffle(blocks)
+                    analysis = ask(f"{key}:analysis", SYSTEM_ANALYST, SYSTEM_ANALYSIS.format(
+                        system=parent.prompt, examples="\n".join(blocks)))
+                    reply = ask(f"{key}:rewrite", SYSTEM_WRITER, SYSTEM_REWRITE.format(
+                        system=parent.prompt, analysis=extract_tag(analysis, "Analysis") or analysis))
+                    system = extract_tag(reply, "improved_system_prompt") or parent.prompt
+                    new_beams = [[score(Node(f"{key}-t{ti}-{n.id}", ti, system, n.user, n.id, origin=n.origin))
+                                  for n in b] for ti, b in enumerate(parent_beams)]
+                    meta_score = fmean(n.score for b in new_beams for n in b)
+                    accepted = meta_score > best_mean
+                    cand = Candidate(key, system, parent.id, it, meta_score, meta={
+                        "stage": "outer", "admitted": accepted, "agent_reply": reply, "compared_with": current.id,
+                        "compared_score": best_mean,
+                        "node_scores": {n.id: n.score for b in new_beams for n in b}, "cost": spend.cost(mark)})
+                    report(cand, f"{key}:rewrite")
+                    if accepted:
+                        current, best_mean = cand, meta_score
+                        beams = [sorted(b, key=lambda n: n.score, reverse=True) for b in new_beams]
+        except BudgetExceeded:
+            stopped = "budget"
+        if current.id not in reporter.by_id:
+            reporter.add(current)
+        extra = base_extra(spend, stopped, meta_train_tasks=[t.name for t in pool], pool_kind=pool_kind,
+                           user_prompts={pool[ti].name: [n.user for n in b] for ti, b in enumerate(beams)})
+        return OptimizeResult(current, reporter.candidates, extra)
