@@ -7,6 +7,7 @@ is checked here, before any paid request.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,10 +18,10 @@ from harness.aio import run_sync
 from harness.config import DEFAULT_LOCAL, ConfigError, EndpointConfig, LLMConfig
 from harness.llm.cache import ResponseCache
 from harness.llm.client import LLMClient, resolve_api_key
-from harness.llm.local import LlamaServer
+from harness.llm.local import DEFAULT_PARALLEL, LlamaServer
 from harness.llm.usage import Budget, Ledger
 
-EMBEDDED_TIMEOUT_S = 900.0  # llama.cpp serves one request at a time: queued ones wait
+EMBEDDED_TIMEOUT_S = 900.0  # a request may wait for a free slot behind long replies
 
 
 @dataclass
@@ -50,10 +51,31 @@ def check_reachable(endpoint: EndpointConfig, role: str, timeout_s: float = 5.0)
                               "or fix base_url in the config.") from None
 
 
+def local_threads(cfg: LLMConfig, n_servers: int) -> int:
+    """Threads per embedded server. Measured on 2 cores (perf/local_throughput.py --two-models): see
+    the note there. Each server gets every core: the task and prompt agents take turns, and a
+    server whose threads have nothing to do sleeps."""
+    return cfg.local_threads or os.cpu_count() or 2
+
+
+def _start_servers(cfg: LLMConfig, roles: dict[str, EndpointConfig], stack: ExitStack) -> dict[str, LlamaServer]:
+    """One embedded server per local model; a model shared by both roles gets the larger slot count."""
+    slots: dict[str, int] = {}
+    for role, ep in roles.items():
+        if ep.embedded:
+            name = ep.local_model or DEFAULT_LOCAL[role]
+            slots[name] = max(slots.get(name, 0), ep.local_parallel or DEFAULT_PARALLEL.get(name, 4))
+    threads = local_threads(cfg, len(slots))
+    return {name: stack.enter_context(LlamaServer(name, n_ctx=cfg.local_context, parallel=n, n_threads=threads,
+                                                  backend=cfg.local_server))
+            for name, n in slots.items()}
+
+
 @contextmanager
 def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = True) -> Iterator[LLMs]:
     """Clients for the task role and (unless prompt_agent=False) the prompt role; embedded llama.cpp
-    servers start here and stop on exit."""
+    servers start here and stop on exit. An embedded role's max_concurrency is its server's slot count
+    (llm.<role>.local_parallel, default per model; 1 with llm.local_server: python)."""
     roles = {"task": cfg.task, "prompt": cfg.prompt} if prompt_agent else {"task": cfg.task}
     for role, ep in roles.items():  # keys first: cheapest check, before any server starts
         if not ep.embedded:
@@ -66,17 +88,16 @@ def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = Tr
     cache = ResponseCache(cfg.cache.path, cfg.cache.mode)
     with ExitStack() as stack:
         stack.callback(cache.close)
-        servers: dict[str, LlamaServer] = {}
+        servers = _start_servers(cfg, roles, stack)
         clients: dict[str, LLMClient] = {}
         for role, ep in roles.items():
             if ep.embedded:
-                name = ep.local_model or DEFAULT_LOCAL[role]
-                if name not in servers:
-                    servers[name] = stack.enter_context(
-                        LlamaServer(name, n_ctx=cfg.local_context, n_threads=cfg.local_threads))
-                ep = ep.model_copy(update={"max_concurrency": 1, "timeout_s": max(ep.timeout_s, EMBEDDED_TIMEOUT_S)})
+                srv = servers[ep.local_model or DEFAULT_LOCAL[role]]
+                # as many requests in flight as the server has slots: more would only queue there
+                ep = ep.model_copy(update={"max_concurrency": srv.parallel,
+                                           "timeout_s": max(ep.timeout_s, EMBEDDED_TIMEOUT_S)})
                 clients[role] = LLMClient(ep, role=role, ledger=ledger, cache=cache,
-                                          base_urls=[servers[name].base_url], model=name)
+                                          base_urls=[srv.base_url], model=srv.name)
             else:
                 clients[role] = LLMClient(ep, role=role, ledger=ledger, cache=cache)
         try:
