@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from harness.aio import run_sync
 from harness.benchmarks.base import Example
 from harness.evaluator import EvalResult, Record
-from harness.llm.client import LLMClient
+from harness.llm.client import LLMClient, LLMError
 from harness.llm.usage import Ledger
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask
 
@@ -208,10 +208,22 @@ def evaluate(task: OptimizationTask, prompt: str, examples: Sequence[Example], l
             "records": [record_dict(r, by_id[r.example_id].question, excerpt_chars) for r in res.records]}
 
 
+def rejected(exc: BaseException) -> bool:
+    """A proposer request the endpoint refused as such (HTTP 400, e.g. a prompt over the model's context):
+    that proposal fails, the run goes on. Other LLM errors (keys, model names) still end the run."""
+    return isinstance(exc, LLMError) and "rejected the request" in str(exc)
+
+
 def chat(llm: LLMClient, user: str, *, system: str | None = None, temperature: float | None = None,
          max_tokens: int | None = None, seed: int | None = None) -> str:
+    """One proposer call; "" when the endpoint rejects the request (see `rejected`)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return run_sync(llm.chat(messages, temperature=temperature, max_tokens=max_tokens, seed=seed)).text
+    try:
+        return run_sync(llm.chat(messages, temperature=temperature, max_tokens=max_tokens, seed=seed)).text
+    except LLMError as exc:
+        if rejected(exc):
+            return ""
+        raise
 
 
 def extract_tag(text: str, tag: str) -> str | None:

@@ -45,11 +45,12 @@ from baselines.common import (
     head,
     minibatch,
     parse_settings,
+    rejected,
     truncate,
 )
 from harness.aio import run_sync
 from harness.evaluator import EvalResult
-from harness.llm.client import LLMClient
+from harness.llm.client import LLMClient, LLMError
 from harness.llm.usage import BudgetExceeded
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
 
@@ -170,21 +171,23 @@ class TextGrad:
         saved, singleton.engine = singleton.engine, None  # backward() refuses a global engine plus ours
         try:
             total.backward(engine)
-        finally:
-            singleton.engine = saved
-        system_prompt.gradients = sorted(system_prompt.gradients, key=lambda g: (
-            str(system_prompt.gradients_context.get(g)), g.value))  # a stable order: see the module docstring
-        out["gradient"] = system_prompt.get_gradient_text()
-        opt = tg.TGD(parameters=[system_prompt], engine=engine, constraints=list(s.constraints) or None,
-                     gradient_memory=s.gradient_memory)
-        if s.gradient_memory:
-            opt.gradient_memory_dict[system_prompt] = [{"value": v} for v in memory]
-        before = engine.calls
-        try:
+            system_prompt.gradients = sorted(system_prompt.gradients, key=lambda g: (
+                str(system_prompt.gradients_context.get(g)), g.value))  # a stable order: see the module docstring
+            out["gradient"] = system_prompt.get_gradient_text()
+            opt = tg.TGD(parameters=[system_prompt], engine=engine, constraints=list(s.constraints) or None,
+                         gradient_memory=s.gradient_memory)
+            if s.gradient_memory:
+                opt.gradient_memory_dict[system_prompt] = [{"value": v} for v in memory]
             opt.step()
         except IndexError:  # the optimizer reply had no <IMPROVED_VARIABLE> tags: the step changes nothing
             out["error"] = "the optimizer reply had no <IMPROVED_VARIABLE>...</IMPROVED_VARIABLE> tags"
-        out["optimizer_calls"] = engine.calls - before
+        except LLMError as exc:  # e.g. the gradients overflow the prompt model's context: this step fails
+            if not rejected(exc):
+                raise
+            out["error"] = f"a backward/optimizer request was rejected: {exc}"
+            system_prompt.set_value(prompt)
+        finally:
+            singleton.engine = saved
         out["prompt"] = system_prompt.value
         return out
 
