@@ -187,6 +187,7 @@ class Program:
     scores: list[float] = field(default_factory=list)
     candidate: Candidate | None = None
     created_cost: dict[str, float] = field(default_factory=dict)  # producing it (proposer calls)
+    reply: str | None = None  # the proposer reply that produced it (batch update or crossover)
 
     @property
     def rated(self) -> bool:
@@ -338,6 +339,7 @@ class ESPL:
                                                 else None, max(p.step + 1, 0), results[p.id]["score"], meta={
                                                     "stage": "search", "admitted": True, "kind": p.kind,
                                                     "parents": list(p.parent_ids), "first_scored_step": step,
+                                                    "agent_reply": p.reply,
                                                     "example_ids": results[p.id]["example_ids"],
                                                     "cost": _add(spend.cost(mark), p.created_cost)})
                         reporter.add(p.candidate, restored=key in journal.restored)
@@ -451,7 +453,8 @@ class ESPL:
         precision = [1.0 / p.sigma**2 for p in sets]
         mu = sum(p.mu / p.sigma**2 for p in sets) / sum(precision)
         sigma = math.sqrt(1.0 / sum(precision) + s.crossover_sigma**2)
-        return Program(f"p{len(self.programs)}", principles, mu, sigma, [p.id for p in sets], "crossover", step)
+        return Program(f"p{len(self.programs)}", principles, mu, sigma, [p.id for p in sets], "crossover", step,
+                       reply=reply)
 
     def _mutate(self, step: int, best: Program, selected: list[Program], results: dict, batch: list,
                 ask) -> Program | None:
@@ -487,9 +490,10 @@ class ESPL:
             elif op["operation"] == "add" and op.get("principle"):
                 candidates[f"C{n_added}"] = str(op["principle"])
                 n_added += 1
-        plan = parse_operations(ask(f"update:{step}", BATCH_UPDATE.format(
+        update_reply = ask(f"update:{step}", BATCH_UPDATE.format(
             principles="\n".join(f"[{k}]. {v}" for k, v in candidates.items()) or "None",
-            updates="\n".join(f"- modify {o['modified_from']}: {o['principle']}" for o in to_modify) or "None")))
+            updates="\n".join(f"- modify {o['modified_from']}: {o['principle']}" for o in to_modify) or "None"))
+        plan = parse_operations(update_reply)
         new = dict(candidates)
         for op in plan:
             if "modified_from" in op:
@@ -510,4 +514,4 @@ class ESPL:
         if new == best.principles:
             return None
         return Program(f"p{len(self.programs)}", new, best.mu, math.sqrt(best.sigma**2 + s.mutation_sigma**2),
-                       [best.id], "mutation", step)
+                       [best.id], "mutation", step, reply=update_reply)

@@ -83,6 +83,7 @@ def _engine_classes() -> tuple[type, type]:
             self.llm, self.temperature, self.max_tokens, self.seed = llm, temperature, max_tokens, seed
             self.model_string = f"harness:{llm.role}:{llm.model}"
             self.calls = 0
+            self.last_reply = ""
 
         def generate(self, content: Any, system_prompt: str | None = None, **kwargs: Any) -> str:
             if isinstance(content, list):  # multimodal content: keep the text parts
@@ -92,6 +93,7 @@ def _engine_classes() -> tuple[type, type]:
             self.calls += 1
             res = run_sync(self.llm.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
                                          seed=self.seed))
+            self.last_reply = res.text
             return res.text
 
         def __call__(self, content: Any, **kwargs: Any) -> str:
@@ -179,7 +181,9 @@ class TextGrad:
             if s.gradient_memory:
                 opt.gradient_memory_dict[system_prompt] = [{"value": v} for v in memory]
             opt.step()
+            out["reply"] = engine.last_reply
         except IndexError:  # the optimizer reply had no <IMPROVED_VARIABLE> tags: the step changes nothing
+            out["reply"] = engine.last_reply
             out["error"] = "the optimizer reply had no <IMPROVED_VARIABLE>...</IMPROVED_VARIABLE> tags"
         except LLMError as exc:  # e.g. the gradients overflow the prompt model's context: this step fails
             if not rejected(exc):
@@ -229,7 +233,8 @@ class TextGrad:
                 memory.append(step["gradient"])
                 new = step["prompt"]
                 cand = Candidate(f"tg-{it}", new, current.id, it,
-                                 meta={"stage": "search", "agent_reply": step.get("gradient"),
+                                 meta={"stage": "search", "agent_reply": step.get("reply"),
+                                       "gradient": step.get("gradient"),
                                        "parent_minibatch_score": step["parent_score"],
                                        "parent_example_ids": step["example_ids"]})
                 if step["error"] or new == current.prompt:

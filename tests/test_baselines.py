@@ -446,3 +446,16 @@ def test_parse_operations_is_lenient():
     assert parse_operations('[{"operation": "modify", "modified_from": "G1",  # the id\n "principle": "q"}]') == [
         {"operation": "modify", "modified_from": "G1", "principle": "q"}]
     assert parse_operations("no json here") == []
+
+
+def test_a_rejected_proposer_request_fails_the_proposal_not_the_run(srv, tmp_path):
+    from baselines.common import chat
+    from harness.llm.client import LLMError
+    from tests.loopback import Fault
+
+    _, prompt_llm, _ = clients(srv.url, tmp_path / "c.sqlite")
+    srv.inject(Fault(status=400))
+    assert chat(prompt_llm, "a prompt over the context") == ""
+    srv.inject(Fault(status=404))  # not a property of this request: the run must stop
+    with pytest.raises(LLMError):
+        chat(prompt_llm, "another prompt")
