@@ -77,8 +77,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     """Score a system prompt on each benchmark's test split, for every seed (or --seed); write every
     example's record (reply, extracted answer, gold, verdict, reason, tokens) beside a summary."""
     from harness.evaluator import Evaluator
-    from harness.experiment import (canonical_name, describe, expand_grid, load_limited, models_of, open_benchmarks,
-                                    print_models, summarize)
+    from harness.experiment import (
+        describe,
+        entry_key,
+        expand_grid,
+        load_limited,
+        models_of,
+        open_benchmarks,
+        print_models,
+        summarize,
+    )
     from harness.llm.session import open_llms
 
     cfg = _load(args)
@@ -93,7 +101,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             open_llms(cfg.llm, prompt_agent=False) as llms:
         print_models(llms)
         for c in cells:
-            ob = benches[canonical_name(c.bench.name)]
+            ob = benches[entry_key(c.bench)]
             examples = load_limited(ob, c.seed, opts.limit)
             t0 = time.monotonic()
             ev = Evaluator(ob.bench, llms.task, seed=c.seed, show_progress=True)

@@ -31,7 +31,7 @@ from harness.benchmarks.base import Benchmark, Example
 from harness.config import BenchmarkConfig, ConfigError, ExperimentConfig
 from harness.evaluator import EvalResult, Evaluator, Record
 from harness.llm.session import LLMs
-from harness.llm.usage import Budget, Ledger
+from harness.llm.usage import Budget
 from harness.optimizer import Candidate, OptimizationTask, RunContext
 
 
@@ -49,7 +49,7 @@ class Cell:
 
     @property
     def path(self) -> str:
-        return f"{self.method}/{self.bench.name}/seed{self.seed}"
+        return f"{self.method}/{entry_key(self.bench).replace(':', '-')}/seed{self.seed}"
 
 
 def canonical_name(name: str) -> str:
@@ -57,6 +57,16 @@ def canonical_name(name: str) -> str:
 
     key = name.strip().lower()
     return ALIASES.get(key, key)
+
+
+def entry_key(b: BenchmarkConfig) -> str:
+    """A benchmark entry's name in the grid: the canonical name; custom tasks add their task_name (or file
+    stem), so one experiment can hold several (custom:<name>)."""
+    key = canonical_name(b.name)
+    if key == "custom":
+        label = b.options.get("task_name") or Path(str(b.options.get("path", "task"))).stem
+        return f"custom:{label}"
+    return key
 
 
 def expand_grid(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
@@ -68,12 +78,13 @@ def expand_grid(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
     resolved = {run: resolve_method(run, s) for run, s in methods.items()}
     chosen = cfg.benchmarks
     if benchmarks:
-        names = {canonical_name(b.name) for b in cfg.benchmarks}
+        names = {canonical_name(b.name) for b in cfg.benchmarks} | {entry_key(b) for b in cfg.benchmarks}
         missing = [b for b in benchmarks if canonical_name(b) not in names]
         if missing:
             raise ConfigError(f"--benchmarks names {', '.join(missing)}, which {cfg.source} does not list; "
                               f"choose from {', '.join(b.name for b in cfg.benchmarks)}.")
-        chosen = [b for b in cfg.benchmarks if canonical_name(b.name) in {canonical_name(x) for x in benchmarks}]
+        want = {canonical_name(x) for x in benchmarks}
+        chosen = [b for b in cfg.benchmarks if canonical_name(b.name) in want or entry_key(b) in want]
     run_seeds = cfg.seeds
     if seeds:
         missing_seeds = [s for s in seeds if s not in cfg.seeds]
@@ -126,8 +137,8 @@ def open_benchmarks(cfg: ExperimentConfig, entries: list[BenchmarkConfig], seeds
 
     if not entries:
         raise ConfigError(f"{cfg.source}: 'benchmarks' is empty; list at least one benchmark.")
-    by_name = {canonical_name(b.name): b for b in cfg.benchmarks}
-    wanted = {canonical_name(b.name): b for b in entries}
+    by_name = {entry_key(b): b for b in cfg.benchmarks}
+    wanted = {entry_key(b): b for b in entries}
     for name in extra:
         wanted.setdefault(canonical_name(name), by_name.get(canonical_name(name), BenchmarkConfig(name=name)))
     opened: dict[str, OpenBench] = {}
@@ -257,7 +268,7 @@ class Experiment:
             opt = make_optimizer(c.method, {**c.settings, "method": c.base})
             needed = getattr(opt, "benchmarks_needed", None)
             if needed is not None:
-                self.pools |= set(needed(canonical_name(c.bench.name)))
+                self.pools |= set(needed(entry_key(c.bench)))
         self.run_dir = cfg.run_dir
         self.results = ResultsFile(self.run_dir / "results.json")
         self.lock = threading.Lock()
@@ -266,7 +277,7 @@ class Experiment:
     # ---- the parts of a cell -------------------------------------------------------------------
     def cell_inputs(self, c: Cell, ob: OpenBench, llms: LLMs) -> dict[str, Any]:
         """Everything that changes a cell's result; its hash is the cell key."""
-        return {"method": c.base, "settings": c.settings, "benchmark": canonical_name(c.bench.name),
+        return {"method": c.base, "settings": c.settings, "benchmark": entry_key(c.bench),
                 "options": c.bench.split_options(), "seed": c.seed, "initial_prompt": self.initial_prompt,
                 "models": models_of(llms), "budget": self.cfg.budget_per_cell.model_dump(),
                 "data": data_fingerprint(ob, c.seed), "test_limit": self.opts.limit,
@@ -289,7 +300,7 @@ class Experiment:
         _write_atomic(marker, json.dumps(inputs, indent=1, default=str))
 
     def context(self, c: Cell, benches: dict[str, OpenBench], task_llm) -> RunContext:
-        target = canonical_name(c.bench.name)
+        target = entry_key(c.bench)
 
         def open_task(name: str, seed: int) -> OptimizationTask:
             key = canonical_name(name)
@@ -316,12 +327,13 @@ class Experiment:
         from harness.methods import make_optimizer
         from harness.run import run_cell
 
-        ob = benches[canonical_name(c.bench.name)]
+        ob = benches[entry_key(c.bench)]
         inputs = self.cell_inputs(c, ob, llms)
         key = _sha(inputs)
         done = self.results.finished(key) if not self.opts.fresh else None
         if done is None and tracker is not None and not self.opts.fresh:
-            done = tracker.find_finished_cell(key)
+            found = tracker.find_finished_cell(key)
+            done = found.get("result") or None if found else None
         if done is not None:
             self._print(f"== {c.label}: finished earlier (test {done.get('best_test', float('nan')):.3f}); skipped")
             return done
@@ -371,8 +383,9 @@ class Experiment:
                "pretrain_pool": pool, "usage": cell_ledger.summary(), "test_usage": test_ledger.summary(),
                "wall_s": round(time.monotonic() - t0, 1), "candidates": [vars(x) for x in res.candidates]}
         rec_dir = self.run_dir / "records"
-        write_records(rec_dir / f"{c.method}-{ob.bench.name}-seed{c.seed}.jsonl", cell.test.records)
-        write_records(rec_dir / f"initial-{ob.bench.name}-seed{c.seed}.jsonl", initial.records)
+        stem = entry_key(c.bench).replace(":", "-")
+        write_records(rec_dir / f"{c.method}-{stem}-seed{c.seed}.jsonl", cell.test.records)
+        write_records(rec_dir / f"initial-{stem}-seed{c.seed}.jsonl", initial.records)
         if run is not None:
             u = cell_ledger.total
             metrics = {"test_accuracy": cell.test_accuracy, "initial_test_accuracy": initial.accuracy,
@@ -382,11 +395,12 @@ class Experiment:
             if res.best.val_score is not None:
                 metrics["best_val_score"] = res.best.val_score
             prompts = {"prompt_agent": extra["prompt_agent"]} if extra.get("prompt_agent") else {}
+            row["mlflow_run_id"] = run.run_id
+            run.log_tags({"sepo.target_in_pool": str(row["target_in_pool"]).lower(),
+                          "sepo.stopped": str(row["stopped"])})
             run.finish(metrics=metrics, test_records=cell.test.records, initial_records=initial.records,
                        best_prompt=res.best.prompt, extra_prompts=prompts,
-                       register_as=f"{self.cfg.name}-{c.method}-{ob.bench.name}-seed{c.seed}",
-                       tags={"sepo.target_in_pool": str(row["target_in_pool"]).lower()})
-            row["mlflow_run_id"] = run.run_id
+                       register_as=f"{self.cfg.name}-{c.method}-{ob.bench.name}-seed{c.seed}", result=row)
         self.results.add(row, {"experiment": self.cfg.name, "config": self.cfg.source})
         with self.lock:
             self.done += 1

@@ -51,7 +51,8 @@ llm:
 def test_bad_method_settings_named_before_any_work(tmp_path, capsys):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text("benchmarks: [{name: gpqa}]\nmethods:\n  sepo: {generatoins: 3}\n"
-                   "llm: {task: {base_url: 'http://127.0.0.1:9/v1'}, prompt: {base_url: 'http://127.0.0.1:9/v1'}}\n")
+                   "llm: {task: {base_url: 'http://127.0.0.1:9/v1', model: m},\n"
+                   "     prompt: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n")
     assert main(["optimize", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "methods.sepo" in err and "generatoins" in err

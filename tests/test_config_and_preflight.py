@@ -24,11 +24,11 @@ def test_shipped_configs_validate():
 
 
 @pytest.mark.parametrize("text,field,msg", [
-    ("llm:\n  task:\n    temprature: 0.5\n", "llm.task.temprature", "unknown key"),
+    ("llm:\n  task:\n    temprature: 0.5\n", "llm.task.temprature", "is not a setting"),
     ("llm:\n  task:\n    max_tokens: lots\n", "llm.task.max_tokens", "integer"),
     ("seeds: []\n", "seeds", "at least one seed"),
     ("llm:\n  cache:\n    mode: sometimes\n", "llm.cache.mode", "read-write"),
-    ("benchmarks:\n  - n_test: 3\n", "benchmarks.0.name", "required"),
+    ("benchmarks:\n  - n_test: 3\n", "benchmarks.0.name", "is required"),
 ])
 def test_malformed_config_names_field_and_file(tmp_path, text, field, msg):
     p = write(tmp_path, text)
@@ -47,7 +47,8 @@ def test_cli_prints_one_sentence_for_bad_config(tmp_path, capsys):
 def test_missing_api_key_reported_before_any_request(tmp_path, loopback, monkeypatch):
     monkeypatch.delenv("SEPO_TEST_KEY", raising=False)
     cfg = load_config(write(tmp_path, f"llm:\n  task:\n    base_url: {loopback.url}\n    model: m\n"
-                                      f"    api_key_env: SEPO_TEST_KEY\n  prompt:\n    base_url: {loopback.url}\n"))
+                                      f"    api_key_env: SEPO_TEST_KEY\n  prompt:\n    base_url: {loopback.url}\n"
+                                      "    model: m\n"))
     with pytest.raises(ConfigError, match="set the environment variable SEPO_TEST_KEY"):
         with open_llms(cfg.llm):
             pass
@@ -56,7 +57,7 @@ def test_missing_api_key_reported_before_any_request(tmp_path, loopback, monkeyp
 
 def test_unreachable_endpoint_reported_before_any_work(tmp_path):
     cfg = load_config(write(tmp_path, "llm:\n  task:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"
-                                      "  prompt:\n    base_url: http://127.0.0.1:9/v1\n"))
+                                      "  prompt:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n"))
     with pytest.raises(ConfigError, match="task endpoint http://127.0.0.1:9/v1 is not reachable"):
         with open_llms(cfg.llm):
             pass
@@ -68,7 +69,7 @@ def test_api_key_never_reaches_disk_or_logs(tmp_path, loopback, monkeypatch, cap
     cache = tmp_path / "cache.sqlite"
     cfg = load_config(write(tmp_path, f"llm:\n  cache:\n    path: {cache}\n  task:\n    base_url: {loopback.url}\n"
                                       f"    model: m\n    api_key_env: SEPO_TEST_KEY\n  prompt:\n"
-                                      f"    base_url: {loopback.url}\n    api_key_env: SEPO_TEST_KEY\n"))
+                                      f"    base_url: {loopback.url}\n    model: m\n    api_key_env: SEPO_TEST_KEY\n"))
     with open_llms(cfg.llm) as llms:
         for i in range(3):
             run_sync(llms.task.chat([{"role": "user", "content": f"q{i}"}]))
@@ -93,7 +94,7 @@ def test_unreachable_docker_is_one_sentence_before_any_work(tmp_path, loopback, 
 def test_missing_dataset_is_one_sentence(tmp_path, loopback, capsys):
     cfg = write(tmp_path, f"data_dir: {tmp_path}/nowhere\nbenchmarks: [{{name: aime}}]\nllm:\n"
                           f"  task: {{base_url: '{loopback.url}', model: m}}\n"
-                          f"  prompt: {{base_url: '{loopback.url}'}}\n")
+                          f"  prompt: {{base_url: '{loopback.url}', model: m}}\n")
     assert main(["eval", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "SEPO_DATA_DIR" in err and loopback.requests == []
@@ -101,14 +102,14 @@ def test_missing_dataset_is_one_sentence(tmp_path, loopback, capsys):
 
 @pytest.mark.filterwarnings("ignore:LocalSandbox is not isolation")
 def test_code_benchmarks_get_a_sandbox_whatever_their_alias(tmp_path):
-    from harness.cli import _sandbox_if_needed
     from harness.config import parse_config
+    from harness.experiment import sandbox_for
 
     for name, opts, needs in [("mbpp", {}, True), ("MBPP-sanitized", {}, True), ("gpqa", {}, False),
                               ("custom", {"scorer": "python"}, True), ("custom", {"scorer": "exact"}, False)]:
         cfg = parse_config({"benchmarks": [{"name": name, "options": opts}],
                             "sandbox": {"backend": "local", "allow_local": True}})
-        sb = _sandbox_if_needed(cfg)
+        sb = sandbox_for(cfg, [(b.name, b.options) for b in cfg.benchmarks])
         assert (sb is not None) == needs, name
         if sb is not None:
             sb.close()
