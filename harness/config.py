@@ -69,7 +69,8 @@ class EndpointConfig(Strict):
 
 class CacheConfig(Strict):
     path: str = ".cache/llm-cache.sqlite"
-    mode: Literal["read-write", "read-only", "off"] = "read-write"
+    mode: Literal["read-write", "read-only", "off", "replay"] = Field(
+        "read-write", description="replay: every reply from this cache, a miss is an error, no model started")
 
 
 class BudgetConfig(Strict):
@@ -135,6 +136,101 @@ class TrackingConfig(Strict):
     enabled: bool = True
 
 
+class TuneParam(Strict):
+    """One dimension of a `tune.space`: int or float in [low, high] (optionally log-scaled or stepped), or
+    one of `choices`."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+    choices: list[str | int | float | bool | None] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("a categorical parameter takes 'choices' only, not low/high/step/log")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"an {self.type} parameter takes low/high, not 'choices' (or use type: categorical)")
+        if self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} parameter needs both 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled parameter needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("set either log or step, not both")
+        if self.type == "int" and any(v is not None and float(v) != int(v) for v in (self.low, self.high, self.step)):
+            raise ValueError("an int parameter needs whole-number low, high and step")
+        return self
+
+
+TUNE_OBJECTIVES = ("val_accuracy", "tokens", "usd", "requests", "evaluations")
+
+
+class TuneConfig(Strict):
+    """`sepo-bench tune`: an Optuna study over one method's settings (harness/tune.py). A trial runs the
+    method on every benchmark x seed of the file (train/val only) with the trial's settings on top of the
+    method's; its value is the validation accuracy of the method's best prompt (and, with a second
+    objective, what the method spent)."""
+
+    method: str | None = Field(None, description="the 'methods' entry to tune (default: the only one, else sepo)")
+    space: dict[str, TuneParam] = Field(description="setting name -> its range; the names are the method's settings")
+    n_trials: int = Field(20, gt=0, description="trials of the whole study, across every worker")
+    objectives: list[Literal["val_accuracy", "tokens", "usd", "requests", "evaluations"]] = Field(
+        default_factory=lambda: ["val_accuracy"], description="val_accuracy (maximized), optionally with one cost "
+        "the method spent (minimized): a multi-objective study reports its Pareto front")
+    storage: str | None = Field(None, description="Optuna storage URL: default sqlite under the run folder; "
+                                "postgresql://user@host/db lets workers on several machines share the study")
+    study_name: str | None = Field(None, description="default: '<name>-tune'")
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = Field(0, description="sampler seed (worker i of --workers uses seed + i)")
+    pruner: Literal["median", "percentile", "hyperband", "none"] | None = Field(
+        None, description="stops trials whose per-generation best train score lags; default median with one "
+        "objective, none with two (Optuna prunes single-objective studies only)")
+    pruner_startup_trials: int = Field(2, ge=0, description="trials finished before any is pruned")
+    pruner_warmup_steps: int = Field(0, ge=0, description="generations of a trial before it may be pruned")
+    enqueue_defaults: bool = Field(True, description="the first trial runs the method's own settings, the "
+                                   "reference the best trial is compared with")
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="further trials to run first "
+                                          "(setting -> value for names of the space)")
+
+    @field_validator("space")
+    @classmethod
+    def _space_nonempty(cls, v: dict[str, TuneParam]) -> dict[str, TuneParam]:
+        if not v:
+            raise ValueError("needs at least one setting to search over")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneConfig:
+        if "val_accuracy" not in self.objectives:
+            raise ValueError("'objectives' must include val_accuracy")
+        if len(set(self.objectives)) != len(self.objectives) or len(self.objectives) > 2:
+            raise ValueError("'objectives' is val_accuracy, optionally with one cost (tokens, usd, requests or "
+                             "evaluations), each once")
+        if len(self.objectives) > 1 and self.pruner not in (None, "none"):
+            raise ValueError("'pruner' works with one objective only (Optuna cannot prune multi-objective "
+                             "studies); set pruner: none or keep one objective")
+        if self.storage and not re.match(r"^(sqlite:///|postgresql(\+\w+)?://|mysql(\+\w+)?://)", self.storage):
+            raise ValueError(f"'storage' {self.storage!r} is not an Optuna storage URL; use sqlite:///path.db or "
+                             "postgresql://user@host:port/db")
+        for i, trial in enumerate(self.enqueue):
+            unknown = sorted(set(trial) - set(self.space))
+            if unknown:
+                raise ValueError(f"'enqueue.{i}' names {unknown[0]!r}, which is not in 'space'")
+        return self
+
+    @property
+    def pruner_name(self) -> str:
+        return self.pruner or ("median" if len(self.objectives) == 1 else "none")
+
+
 class ExperimentConfig(Strict):
     name: str = Field("experiment", description="the experiment: its MLflow experiment and its output folder")
     description: str = ""
@@ -153,6 +249,7 @@ class ExperimentConfig(Strict):
                                 "pre-training pool (the paper keeps Sudoku out)")
     parallel_cells: int = Field(1, gt=0, description="cells run at once (remote endpoints)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tune: TuneConfig | None = Field(None, description="`sepo-bench tune`: an Optuna study over a method's settings")
 
     _source: Path | None = PrivateAttr(None)
 

@@ -24,11 +24,12 @@ from harness.optimizer import Optimizer
 
 # name -> (module:Class, preset settings)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    # SePO (sepo/optimizer.py): Table 1's variants, and Table 2's ablations of SePO-Generalist
     "sepo": ("sepo.optimizer:SePO", {}),
     "sepo-generalist": ("sepo.optimizer:SePO", {"variant": "generalist"}),
     "sepo-specialist": ("sepo.optimizer:SePO", {"variant": "specialist"}),
-    "sepo-no-archive": ("sepo.optimizer:SePO", {"archive": False}),
-    "sepo-no-self-improve": ("sepo.optimizer:SePO", {"self_improve": False}),
+    "sepo-no-archive": ("sepo.optimizer:SePO", {"variant": "generalist", "archive": False}),
+    "sepo-no-self-improve": ("sepo.optimizer:SePO", {"variant": "generalist", "self_improve": False}),
     # baselines (baselines/): same Optimizer interface, settings validated by each class
     "manual-cot": ("baselines.manual_cot:ManualCoT", {}),
     "textgrad": ("baselines.textgrad:TextGrad", {}),
@@ -59,17 +60,36 @@ def make_optimizer(run_name: str, settings: dict[str, Any] | None = None) -> Opt
     try:
         opt = method_class(base)(full)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"methods.{run_name}: {_first_problem(exc)}") from None
+        raise ConfigError(f"methods.{run_name}: {_first_problem(exc, settings_fields(method_class(base)))}") from None
     opt.name = run_name
     return opt
 
 
-def _first_problem(exc: ValueError) -> str:
+def settings_fields(cls: type) -> list[str]:
+    """The setting names a method class accepts (from its pydantic settings model), for "did you mean"."""
+    import typing
+
+    from pydantic import BaseModel
+
+    model = getattr(cls, "Settings", None)
+    if model is None:
+        try:
+            hint = typing.get_type_hints(cls.__init__).get("settings")
+        except Exception:  # unresolvable annotations: no suggestions
+            hint = None
+        model = next((a for a in (hint, *typing.get_args(hint)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None)
+    return list(model.model_fields) if model is not None else []
+
+
+def _first_problem(exc: ValueError, known: list[str]) -> str:
+    from harness.config import suggest
+
     errors = getattr(exc, "errors", None)
     if callable(errors):
         e = errors()[0]
         field = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            return f"unknown setting {field!r}."
-        return f"setting {field!r}: {e['msg']}."
+            return f"unknown setting {field!r}{suggest(field, known)}."
+        return f"setting {field!r}: {e['msg'].removeprefix('Value error, ')}."
     return str(exc).splitlines()[0]
