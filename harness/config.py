@@ -352,6 +352,14 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
     cfg = parse_config(expand_env(data, str(p)), str(p))
     cfg._source = p
     cfg.llm.cache.path = str(cfg.path(cfg.llm.cache.path))  # under the project folder, not the cwd
+    forced = os.environ.get("SEPO_LOCAL_MODEL")  # e.g. smollm2-135m: every embedded role on one small model
+    if forced:
+        if forced not in LOCAL_MODELS:
+            raise ConfigError(f"SEPO_LOCAL_MODEL={forced!r} is not a local model; use one of "
+                              f"{', '.join(LOCAL_MODELS)}.")
+        for ep in (cfg.llm.task, cfg.llm.prompt):
+            if ep.embedded:
+                ep.local_model = forced
     return cfg
 
 
