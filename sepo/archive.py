@@ -6,7 +6,9 @@ is drawn with probability proportional to sigmoid(lam * (score - alpha0)) / (1 +
 archived ones; counting all attempts keeps a high-scoring node whose children keep failing from
 monopolising the search). As in DGM, the K parents of generation g are drawn from the archive as it
 stood when g started, so siblings never parent each other. Linear mode (the no-archive ablation) never
-samples: the parent is always the latest admitted candidate.
+samples: the parent is always the latest admitted candidate, and the loop admits every scored child there,
+so that is the latest child even when it is worse. Skipped proposals (unusable replies, duplicates) are
+kept for the record with admitted=False and no score.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class Archive:
     @property
     def admitted(self) -> list[Entry]:
         return [e for e in self.entries if e.admitted]
+
+    def find(self, text: str) -> Entry | None:
+        """The earliest non-skipped candidate with this text (whitespace at the ends ignored)."""
+        want = text.strip()
+        return next((e for e in self.entries if not e.meta.get("skipped") and e.text.strip() == want), None)
 
     def add(self, entry: Entry) -> None:
         if entry.parent_id is not None:

@@ -12,7 +12,8 @@ from harness.evaluator import Record
 
 @dataclass(frozen=True)
 class FeedbackItem:
-    """One graded example (or, in pre-training, one task), already truncated for display."""
+    """One graded example (kind "example"), or in pre-training one pool task (kind "task": question = the
+    task, response = the task prompt written for it), already truncated for display."""
 
     example_id: str
     question: str
@@ -20,6 +21,7 @@ class FeedbackItem:
     score: float
     correct: bool
     feedback: str
+    kind: str = "example"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +67,14 @@ def render(items: Sequence[FeedbackItem]) -> str:
     if not items:
         return "(no feedback available)"
     blocks = []
-    for n, it in enumerate(items, 1):
+    n = 0
+    for it in items:
+        if it.kind == "task":
+            verdict = "IMPROVED" if it.correct else "NOT IMPROVED"
+            blocks.append(f"# Task {it.example_id}: {verdict} (score {it.score:.2f})\n{it.question}\n\n"
+                          f"Task prompt written:\n{it.response}\n\n{it.feedback}")
+            continue
+        n += 1
         verdict = "SUCCESS" if it.correct else "FAILURE"
         blocks.append(f"## Example {n}: {verdict} (score {it.score:.2f})\n"
                       f"Question:\n{it.question}\n\nResponse:\n{it.response}\n\nGrader: {it.feedback}")

@@ -1,21 +1,33 @@
-"""SePO as an Optimizer: pre-train the prompt agent's own prompt p~ (once), then fine-tune a task prompt.
+"""SePO as an Optimizer: get p~* (hand-written, loaded, or pre-trained once per key), then fine-tune a task prompt.
 
-SePO-Generalist pre-trains on a multi-task pool, SePO-Specialist on one related task. Ablations:
-`self_improve=False` skips pre-training (p~ stays the hand-written one), `archive=False` makes both
-stages linear searches. The evolved p~* is a plain text file, reusable for any target task, including
-one held out of pre-training.
+SePO-Generalist pre-trains on a multi-task pool, SePO-Specialist on one related task (sepo/pools.py).
+p~* is an artifact of its own (sepo/artifact.py): keyed by variant, pool, pool splits' seed, models, p~0 and
+pre-training settings, stored with its provenance under the run context's shared folder (or `pstar_dir`),
+produced by the first cell that needs it and reused by every later one, checked on every load. Ablations:
+`self_improve: false` never pre-trains nor loads one (p~ stays the hand-written p~0); `archive: false`
+makes both stages linear searches that always extend the latest child.
 
-Best candidate: when the task has validation examples, the top `val_top_n` archive candidates by
-minibatch score, plus the initial prompt, are scored on (up to `val_size`) validation examples and the
-best there wins (ties: higher train score, then earlier). A 16-example minibatch is a noisy judge, and
-the initial prompt as a contender means SePO never returns a prompt worse on val than where it started.
-Without val examples, the best minibatch score wins.
+Pool tasks come from RunContext.open_task (opened by the runner with the config's options and sandbox,
+before any request; `benchmarks_needed` names them). Without a run context (unit tests, scripts), pass
+`pool_tasks`, or SePO opens the pool itself with the target's data folder and sandbox, before any request,
+and closes it at the end.
+
+Budgets: every evaluation SePO makes (pre-training, fine-tuning, the val re-scoring below) goes through the
+task client, whose ledger counts and caps it. BudgetExceeded anywhere stops SePO cleanly with its best so
+far: a budget stop in pre-training leaves the p~* checkpoint for the next cell and returns the initial task
+prompt (unscored); in fine-tuning, the best admitted candidate; in the val pass, the best of those scored.
+`extra["usage"]` reports what each stage spent.
+
+Best candidate: when the task has validation examples, the top `val_top_n` archive candidates by minibatch
+score, plus the initial prompt, are scored on (up to `val_size`) validation examples and the best there wins
+(ties: higher train score, then earlier). Without val examples, the best minibatch score wins.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,12 +36,14 @@ from pydantic import Field
 from harness.config import ConfigError
 from harness.evaluator import Evaluator
 from harness.llm.client import LLMClient
-from harness.llm.usage import BudgetExceeded
+from harness.llm.usage import BudgetExceeded, Ledger
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from sepo import artifact
 from sepo.agent import PromptAgent, initial_prompt_agent
 from sepo.archive import Entry
-from sepo.evolve import EntrySink, EvolveResult, EvolveSettings
-from sepo.stages import finetune, pretrain
+from sepo.evolve import EvolveResult, EvolveSettings
+from sepo.pools import canonical, resolve_pool
+from sepo.stages import check_train_size, finetune, pretrain
 
 
 class SePOSettings(EvolveSettings):
@@ -37,49 +51,87 @@ class SePOSettings(EvolveSettings):
 
     variant: Literal["generalist", "specialist"] = "generalist"
     pretrain_pool: list[str] = Field(
-        default_factory=list, description="benchmark names to pre-train on. Generalist: empty = every "
-        "registered benchmark except the target. Specialist: one name; empty = the target's own train split")
+        default_factory=list, description="benchmark names to pre-train on. Generalist: empty = every built-in "
+        "benchmark except Sudoku, custom, the target and the held-out ones. Specialist: one name; empty = the "
+        "target's related task (sepo/pools.py:RELATED)")
+    pool_selection: Literal["all", "greedy"] = Field(
+        "all", description="Generalist: 'greedy' picks pool_size of the candidate tasks by relevance to the "
+        "target and diversity (sepo/pools.py)")
+    pool_size: int = Field(3, ge=1, description="tasks a greedy pool picks")
+    pool_diversity: float = Field(0.5, ge=0.0, le=1.0, description="greedy: weight of diversity vs relevance")
+    allow_target_in_pool: bool = Field(False, description="True: a pool may contain the target (its train "
+                                       "split; the cell then does not claim the target is held out)")
+    pretrain_seed: int | None = Field(0, description="seed of the pool tasks' splits and of the pre-training "
+                                      "search; None = the cell's seed (then one p~* per seed)")
     self_improve: bool = Field(True, description="False: no pre-training, p~ stays the hand-written one")
     pretrain_generations: int | None = Field(None, ge=0, description="G for pre-training (None: same as G)")
     pretrain_children: int | None = Field(None, ge=1, description="K for pre-training (None: same as K)")
     pretrain_minibatch: int | None = Field(None, ge=1, description="per-task minibatch in pre-training")
+    pretrain_feedback_per_side: int = Field(1, ge=0, description="pre-training: failing and passing examples "
+                                            "shown per pool task (every task is always shown)")
     temperature: float | None = Field(0.7, ge=0.0, le=2.0, description="prompt agent sampling temperature")
     agent_max_tokens: int | None = Field(1500, gt=0, description="reply cap for the prompt agent")
+    lenient_tags: bool = Field(False, description="True: an untagged agent reply that is still untagged after "
+                               "its retry is read best-effort (small local models); False: skipped")
+    pstar_dir: str | None = Field(None, description="folder of p~* artifacts (default: the run context's "
+                                  "shared folder /sepo-pstar; with neither, p~* is not reused)")
     prompt_agent_path: str | None = Field(
-        None, description="p~* file: loaded if it exists, else written after a complete pre-training")
+        None, description="use this p~* artifact (a folder or its p_star.md, with provenance.json), checked "
+        "against the target; never pre-trains")
     val_top_n: int = Field(3, ge=0, description="candidates re-scored on val to pick the best (0: none)")
     val_size: int | None = Field(None, ge=1, description="cap on val examples used for that choice")
 
     def pretrain_settings(self) -> EvolveSettings:
         base = self.finetune_settings()
         upd = {"generations": self.pretrain_generations, "children": self.pretrain_children,
-               "minibatch": self.pretrain_minibatch}
+               "minibatch": self.pretrain_minibatch, "feedback_per_side": self.pretrain_feedback_per_side}
         return base.model_copy(update={k: v for k, v in upd.items() if v is not None})
 
     def finetune_settings(self) -> EvolveSettings:
         return EvolveSettings.model_validate(self.model_dump(include=set(EvolveSettings.model_fields)))
 
 
-def to_candidate(e: Entry, stage: str, val_score: float | None = None) -> Candidate:
-    return Candidate(e.id, e.text, e.parent_id, e.generation, e.score, val_score,
-                     {"stage": stage, "admitted": e.admitted, "children": e.children, **e.meta})
+def to_candidate(e: Entry, stage: str, val_score: float | None = None,
+                 val_ids: Sequence[str] | None = None) -> Candidate:
+    meta = {"stage": stage, "admitted": e.admitted, "children": e.children, **e.meta}
+    if val_ids is not None:
+        meta["val_example_ids"] = list(val_ids)
+    return Candidate(e.id, e.text, e.parent_id, e.generation, e.score, val_score, meta)
 
 
-def save_prompt_agent(text: str, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write p~* (and, if given, provenance such as the pool and seed to a .json beside it)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text, encoding="utf-8")
-    if meta is not None:
-        p.with_suffix(".json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return p
+class Meter:
+    """What the run's ledgers (the task client's and the prompt client's, each counted once) have spent."""
+
+    KEYS = ("requests", "cache_hits", "tokens", "usd", "evaluations")
+
+    def __init__(self, *ledgers: Ledger) -> None:
+        self.ledgers: list[Ledger] = []
+        for led in ledgers:
+            if all(led is not x for x in self.ledgers):
+                self.ledgers.append(led)
+
+    def __call__(self) -> dict[str, float]:
+        out = dict.fromkeys(self.KEYS, 0.0)
+        for led in self.ledgers:
+            t = led.total
+            for k in self.KEYS:
+                out[k] += getattr(t, k)
+        return out
+
+    @staticmethod
+    def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {k: round(b[k] - a[k], 6) for k in a}
 
 
-def load_prompt_agent(path: str | Path) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"No prompt-agent prompt at {p}; run SePO pre-training first or fix the path.")
-    return p.read_text(encoding="utf-8")
+def charged_to(pool_task: OptimizationTask, task: OptimizationTask) -> OptimizationTask:
+    """The pool task with its evaluations counted (and capped) on the target's ledger: pre-training spends
+    the budget of the cell that runs it."""
+    ledger = task.evaluator.llm.ledger
+    ev = pool_task.evaluator
+    if ev.llm.ledger is ledger:
+        return pool_task
+    return replace(pool_task, evaluator=Evaluator(pool_task.benchmark, ev.llm.with_ledger(ledger), seed=ev.seed,
+                                                  max_tokens=ev.max_tokens))
 
 
 class SePO:
@@ -92,99 +144,185 @@ class SePO:
         elif overrides:
             settings = SePOSettings.model_validate({**settings.model_dump(), **overrides})
         self.settings = settings
-        self.pool_tasks = list(pool_tasks) if pool_tasks is not None else None  # else built from names
-        self.prompt_agent: str | None = None
-        self.pretrain_result: EvolveResult | None = None
-        if settings.prompt_agent_path and Path(settings.prompt_agent_path).is_file():
-            self.prompt_agent = load_prompt_agent(settings.prompt_agent_path)
+        self.pool_tasks = list(pool_tasks) if pool_tasks is not None else None  # else opened by name
 
-    # p~* persistence
-    def save_prompt_agent(self, path: str | Path) -> Path:
-        if self.prompt_agent is None:
-            raise ValueError("No prompt-agent prompt yet: pre-train or load one first.")
-        meta = {"pool": [t.name for t in self.pool_tasks or []], "variant": self.settings.variant}
-        return save_prompt_agent(self.prompt_agent, path, meta)
+    # ---- what the runner asks before any request -----------------------------------------------
+    def pool_names(self, target_name: str, held_out: Sequence[str] = ()) -> list[str]:
+        s = self.settings
+        if self.pool_tasks is not None:
+            names = [canonical(t.name) for t in self.pool_tasks]
+            return resolve_pool("generalist", target_name, names, held_out=held_out,
+                                allow_target=s.allow_target_in_pool, registered_only=False)
+        return resolve_pool(s.variant, target_name, s.pretrain_pool, held_out=held_out, selection=s.pool_selection,
+                            size=s.pool_size, diversity=s.pool_diversity, allow_target=s.allow_target_in_pool)
 
-    def load_prompt_agent(self, path: str | Path) -> str:
-        self.prompt_agent = load_prompt_agent(path)
-        return self.prompt_agent
+    def benchmarks_needed(self, target_name: str, held_out: Sequence[str] = ()) -> list[str]:
+        """The pool benchmarks this method pre-trains on for `target_name` (none without self-improvement or
+        with a given p~*); raises ConfigError when the pool breaks a rule."""
+        s = self.settings
+        if not s.self_improve or s.prompt_agent_path or self.pool_tasks is not None:
+            return []
+        return [n for n in self.pool_names(target_name, held_out) if n != canonical(target_name)]
 
     def agent(self, prompt_llm: LLMClient, system_prompt: str) -> PromptAgent:
         return PromptAgent(prompt_llm, system_prompt, temperature=self.settings.temperature,
-                           max_tokens=self.settings.agent_max_tokens)
+                           max_tokens=self.settings.agent_max_tokens, lenient=self.settings.lenient_tags)
 
-    def pretrain(self, pool_tasks: Sequence[OptimizationTask], prompt_llm: LLMClient, *, seed: int,
-                 checkpoint: Path | None = None, on_candidate: EntrySink | None = None) -> str:
-        """Evolve p~ on the pool; sets and returns p~* (the best-scoring p~' by S~)."""
-        s = self.settings
-        self.pool_tasks = list(pool_tasks)
-        res = pretrain(initial_prompt_agent(), self.pool_tasks, prompt_llm, s.pretrain_settings(), seed=seed,
-                       temperature=s.temperature, max_tokens=s.agent_max_tokens, checkpoint=checkpoint,
-                       on_candidate=on_candidate)
-        self.pretrain_result = res
-        self.prompt_agent = res.best.text
-        if s.prompt_agent_path and res.stopped is None:
-            self.save_prompt_agent(s.prompt_agent_path)
-        return self.prompt_agent
+    # ---- the pool ------------------------------------------------------------------------------
+    def _open_pool(self, names: list[str], pool_seed: int, task: OptimizationTask, context: RunContext | None,
+                   stack: ExitStack) -> list[OptimizationTask]:
+        if self.pool_tasks is not None:
+            return [charged_to(t, task) for t in self.pool_tasks]
+        if context is not None and context.open_task is not None:
+            return [charged_to(context.open_task(n, pool_seed), task) for n in names]
+        from harness.benchmarks import get_benchmark
 
-    def build_pool(self, task: OptimizationTask, seed: int) -> list[OptimizationTask]:
-        """Pool tasks from benchmark names, on the target's task LLM and sandbox (benchmarks needing
-        other options should be passed ready-made as `pool_tasks`)."""
-        s = self.settings
-        names = list(s.pretrain_pool)
-        if s.variant == "specialist" and len(names) > 1:
-            raise ConfigError("SePO-Specialist pre-trains on one related task: give pretrain_pool one name.")
-        if s.variant == "specialist" and not names:
-            return [task]
-        from harness.benchmarks import get_benchmark, registry  # lazy: imports every benchmark module
-
-        if not names:  # "custom" needs a file of its own: it joins a pool only by name
-            names = sorted(n for n in registry() if n not in (task.benchmark.name, "custom"))
-        # Pool tasks that run code share the target's sandbox, or start a Docker one of their own.
-        sandbox = getattr(task.benchmark, "sandbox", None) or "docker"
+        sandbox = getattr(task.benchmark, "sandbox", None)
         pool = []
         for n in names:
-            if n == task.benchmark.name:
-                pool.append(task)
-                continue
             bench = get_benchmark(n, task.benchmark.data_dir, sandbox=sandbox)
-            ev = Evaluator(bench, task.evaluator.llm, seed=task.evaluator.seed)
-            pool.append(OptimizationTask(n, bench, bench.load("train", seed), [], ev, task.initial_prompt))
+            stack.callback(bench.close)
+            if getattr(bench, "sandbox", "none") is None:
+                raise ConfigError(f"pool task {n!r} runs code but the target has no sandbox; run SePO through "
+                                  "the experiment runner (it opens pools with the config's sandbox) or pass "
+                                  "pool_tasks.")
+            ev = Evaluator(bench, task.evaluator.llm, seed=pool_seed)
+            pool.append(OptimizationTask(n, bench, bench.load("train", pool_seed), bench.load("val", pool_seed), ev,
+                                         task.initial_prompt))
         return pool
+
+    def _store(self, context: RunContext | None) -> Path | None:
+        if self.settings.pstar_dir:
+            return Path(self.settings.pstar_dir)
+        if context is not None and context.shared_dir is not None:
+            return Path(context.shared_dir) / "sepo-pstar"
+        return None
+
+    def _pretrain_config(self) -> dict[str, Any]:
+        s = self.settings
+        return {"search": s.pretrain_settings().model_dump(), "temperature": s.temperature,
+                "agent_max_tokens": s.agent_max_tokens, "lenient_tags": s.lenient_tags,
+                "task_feedback_per_side": s.feedback_per_side}
+
+    # ---- p~ -----------------------------------------------------------------------------------
+    def prompt_agent_for(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
+                         context: RunContext | None, checkpoint_dir: Path | None, meter: Meter,
+                         on_candidate: CandidateSink | None, stack: ExitStack) -> dict[str, Any]:
+        """p~ for this cell and where it came from: {"text", "pool", "info", "result"}; text None when a
+        budget stop interrupted pre-training."""
+        s = self.settings
+        p0 = initial_prompt_agent()
+        if not s.self_improve:
+            return {"text": p0, "pool": [], "info": {"source": "hand-written p~0"}}
+        allow = s.allow_target_in_pool
+        if s.prompt_agent_path:
+            text, prov, d = artifact.load_artifact(s.prompt_agent_path)
+            claim = artifact.check_provenance(prov, str(d), target=task.name, context=context, allow_target=allow,
+                                              text=text)
+            return {"text": text, "pool": prov["pool"], "info": {"source": "given", "path": str(d), "reused": True,
+                                                                 "key": prov.get("key_hash"), **claim}}
+        held = context.held_out if context is not None else ()
+        names = self.pool_names(task.name, held)
+        pool_seed = s.pretrain_seed if s.pretrain_seed is not None else seed
+        pool = self._open_pool(names, pool_seed, task, context, stack)
+        pre = s.pretrain_settings()
+        for t in pool:
+            check_train_size(t, pre, extra_shown=2 * s.feedback_per_side)
+        key = artifact.artifact_key(s.variant, pool, pool_seed, prompt_llm, p0, self._pretrain_config())
+        draft = artifact.provenance(key, pool)
+        where = "(not yet written)"
+        store = self._store(context)
+        d = artifact.artifact_dir(store, key) if store is not None else None
+        if d is not None:
+            where = str(d)
+        claim = artifact.check_provenance(draft, where, target=task.name, context=context, allow_target=allow)
+        info = {"source": "pre-trained", "key": draft["key_hash"], "path": str(d) if d else None,
+                "pool_seed": pool_seed, **claim}
+        names = draft["pool"]
+        sink = (lambda e: on_candidate(to_candidate(e, "pretrain"))) if on_candidate else None
+
+        def run(ck: Path | None) -> EvolveResult:
+            return pretrain(p0, pool, prompt_llm, pre, seed=pool_seed, temperature=s.temperature,
+                            max_tokens=s.agent_max_tokens, lenient=s.lenient_tags,
+                            task_feedback_per_side=s.feedback_per_side, checkpoint=ck, on_candidate=sink,
+                            run_key={"key": draft["key_hash"]}, meter=meter)
+
+        if d is None:  # no shared store: pre-train for this cell only
+            res = run(Path(checkpoint_dir) / "sepo-pretrain.json" if checkpoint_dir else None)
+            text = res.best.text if res.stopped is None else None
+            return {"text": text, "pool": names, "info": {**info, "reused": False}, "result": res}
+        with artifact.locked(d):
+            if artifact.complete(d):
+                text, prov, _ = artifact.load_artifact(d)
+                claim = artifact.check_provenance(prov, str(d), target=task.name, context=context,
+                                                  allow_target=allow, text=text)
+                return {"text": text, "pool": prov["pool"], "info": {**info, **claim, "reused": True}}
+            t0 = meter()
+            res = run(d / artifact.CHECKPOINT)
+            if res.stopped is not None:
+                return {"text": None, "pool": names, "info": {**info, "reused": False}, "result": res}
+            best = res.best
+            artifact.save_artifact(d, best.text, {**draft, "best": {"id": best.id, "score": best.score},
+                                                  "candidates": len(res.archive), "cost_this_call": Meter.delta(
+                                                      t0, meter())})
+            return {"text": best.text, "pool": names, "info": {**info, "reused": False}, "result": res}
+
+    # ---- the whole method ----------------------------------------------------------------------
+    def fingerprint(self, task: OptimizationTask, prompt_llm: LLMClient, pstar_key: str | None) -> dict[str, Any]:
+        """Everything besides p~ that changes fine-tuning results (the checkpoint refuses other runs)."""
+        return {"target": artifact.task_info(task, with_val=True), "prompt_model": artifact.llm_info(prompt_llm),
+                "p0": artifact.sha(initial_prompt_agent()), "pstar_key": pstar_key,
+                "sepo_settings": self.settings.model_dump(exclude={"generations", "pstar_dir", "prompt_agent_path"})}
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
                  on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
                  context: RunContext | None = None) -> OptimizeResult:
         s = self.settings
+        meter = Meter(task.evaluator.llm.ledger, prompt_llm.ledger)
         ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        if self.prompt_agent is None:
-            if not s.self_improve:
-                self.prompt_agent = initial_prompt_agent()
-            else:
-                pool = self.pool_tasks if self.pool_tasks is not None else self.build_pool(task, seed)
-                self.pretrain(pool, prompt_llm, seed=seed, checkpoint=ck / "sepo-pretrain.json" if ck else None)
-                if ck is not None and self.pretrain_result and self.pretrain_result.stopped is None:
-                    self.save_prompt_agent(ck / "prompt_agent.md")
-        agent_prompt = self.prompt_agent
+        usage: dict[str, dict[str, float]] = {}
+        m0 = meter()
+        check_train_size(task, s.finetune_settings())
+        with ExitStack() as stack:
+            got = self.prompt_agent_for(task, prompt_llm, seed=seed, context=context, checkpoint_dir=ck,
+                                        meter=meter, on_candidate=on_candidate, stack=stack)
+        m1 = meter()
+        usage["pretrain"] = Meter.delta(m0, m1)
+        pre: EvolveResult | None = got.get("result")
+        extra: dict[str, Any] = {
+            "prompt_agent": got["text"], "pretrain_pool": got["pool"], "pstar": got["info"],
+            "pretrain_candidates": [to_candidate(e, "pretrain") for e in pre.archive.entries] if pre else [],
+            "pretrain_stopped": pre.stopped if pre else None, "stopped": None, "usage": usage}
+        if got["text"] is None:  # budget stop in pre-training: the initial task prompt, unscored
+            root = Candidate("g0-0", task.initial_prompt, None, 0, None, None,
+                             {"stage": "finetune", "admitted": True, "skipped": "budget stop in pre-training"})
+            extra["stopped"] = "budget"
+            usage["total"] = Meter.delta(m0, meter())
+            return OptimizeResult(root, [root], extra)
+        agent_prompt = got["text"]
         sink = (lambda e: on_candidate(to_candidate(e, "finetune"))) if on_candidate else None
         res = finetune(task, self.agent(prompt_llm, agent_prompt), s.finetune_settings(), seed=seed,
-                       checkpoint=ck / "sepo-finetune.json" if ck else None, on_candidate=sink)
-        best, val_scores, stopped = self.choose_best(task, res)
-        cands = [to_candidate(e, "finetune", val_scores.get(e.id)) for e in res.archive.entries]
-        pre = self.pretrain_result
-        extra = {"prompt_agent": agent_prompt, "stopped": stopped,
-                 "pretrain_candidates": [to_candidate(e, "pretrain") for e in pre.archive.entries] if pre else [],
-                 "pretrain_stopped": pre.stopped if pre else None}
+                       checkpoint=ck / "sepo-finetune.json" if ck else None, on_candidate=sink,
+                       run_key=self.fingerprint(task, prompt_llm, got["info"].get("key")), meter=meter)
+        m2 = meter()
+        usage["finetune"] = Meter.delta(m1, m2)
+        best, val_scores, val_ids, stopped = self.choose_best(task, res)
+        usage["val"] = Meter.delta(m2, meter())
+        usage["total"] = Meter.delta(m0, meter())
+        cands = [to_candidate(e, "finetune", val_scores.get(e.id), val_ids if e.id in val_scores else None)
+                 for e in res.archive.entries]
+        extra["stopped"] = stopped
         return OptimizeResult(next(c for c in cands if c.id == best.id), cands, extra)
 
-    def choose_best(self, task: OptimizationTask, res: EvolveResult) -> tuple[Entry, dict[str, float], str | None]:
+    def choose_best(self, task: OptimizationTask,
+                    res: EvolveResult) -> tuple[Entry, dict[str, float], list[str], str | None]:
         """See the module docstring; a budget stop during the val pass keeps what was scored."""
         s, arch = self.settings, res.archive
         if not task.val or s.val_top_n == 0 or res.stopped:
-            return arch.best(), {}, res.stopped
+            return arch.best(), {}, [], res.stopped
         root = arch.entries[0]
         contenders = arch.ranked()[: s.val_top_n]
-        contenders += [root] if root not in contenders else []
+        contenders += [root] if root not in contenders and root.score is not None else []
         val = task.val[: s.val_size] if s.val_size else task.val
         scores: dict[str, float] = {}
         stopped = None
@@ -195,7 +333,7 @@ class SePO:
                 stopped = "budget"
                 break
         if not scores:
-            return arch.best(), {}, stopped
+            return arch.best(), {}, [], stopped
         order = {e.id: i for i, e in enumerate(arch.entries)}
         best_id = max(scores, key=lambda i: (scores[i], arch[i].score or 0.0, -order[i]))
-        return arch[best_id], scores, stopped
+        return arch[best_id], scores, [e.id for e in val], stopped

@@ -1,113 +1,162 @@
 """The two SePO stages on top of `evolve`: fine-tuning a task prompt and pre-training p~.
 
-Fine-tuning: the candidates are task prompts; a candidate's score is its accuracy on a train
-minibatch; the prompt agent runs a FROZEN p~.
+Minibatches: each generation draws afresh (seeded by seed, stage, task and generation, so pre-training and
+fine-tuning draw independently), leaving out the examples the feedback of that generation showed.
 
-Pre-training: the candidates are prompt-agent prompts p~'. A child p~' is written by the parent
-p~ rewriting its own prompt (`PromptAgent.propose_self`, system prompt = the parent). Its score is
+Fine-tuning: the candidates are task prompts; a candidate's score is its accuracy on its generation's
+draw; the prompt agent runs a FROZEN p~.
 
-    S~(p~') = mean over pool tasks t of acc_t(PromptAgent(p~').propose(t, p_t0, feedback_t0))
+Pre-training: the candidates are prompt-agent prompts p~'. A child p~' is written by the parent p~
+rewriting its own prompt (`PromptAgent.propose_self`, system prompt = the parent). Its score is
 
-i.e. one improvement step per task: the agent running p~' reads task t's description, t's initial
-prompt p_t0 and balanced feedback on p_t0 (on t's train minibatch), writes one task prompt, which is
-scored on the same minibatch. Accuracy rather than improvement keeps S~ in [0, 1], where DGM's
-sigmoid(lam * (S - 0.5)) is meant to work; on a fixed minibatch the two rank candidates identically
-(acc(p_t0) is a constant). The proposal seed depends on (seed, task) only, so candidates are compared
-under common random numbers.
+    S~(p~') = mean over pool tasks t of acc_t(PromptAgent(p~').propose(t, p_t0, feedback_t))
+
+i.e. one improvement step per task: the agent running p~' reads task t's description, t's initial prompt
+p_t0 and balanced feedback on p_t0 (a draw F_t of t's train split), writes one task prompt, which is scored
+on a second draw M_t disjoint from the examples that feedback showed (and from those shown to p~' itself).
+A task for which p~' writes no usable prompt (truncated or untagged twice) scores 0. Accuracy rather than
+improvement keeps S~ in [0, 1], where DGM's sigmoid(lam * (S - 0.5)) is meant to work. Siblings (and the
+paired re-score of their parent) use the same draws and the same per-task proposal seeds (common random
+numbers). The feedback a p~' passes on to its own children covers every pool task: the task, the prompt
+p~' wrote for it with its score, and that prompt's failing and passing examples (1:1).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from statistics import fmean
 
 from harness.benchmarks.base import Example
+from harness.config import ConfigError
 from harness.evaluator import EvalResult
 from harness.llm.client import LLMClient
 from harness.optimizer import OptimizationTask
-from sepo.agent import PromptAgent
+from sepo.agent import PromptAgent, Proposal
 from sepo.archive import Archive, Entry
-from sepo.evolve import EntrySink, EvolveResult, EvolveSettings, ScoreFn, derive_seed, evolve
+from sepo.evolve import Draw, EntrySink, EvolveResult, EvolveSettings, Meter, Scored, ScoreFn, derive_seed, evolve
 from sepo.feedback import FeedbackItem, balance, items_from_records, truncate
 
+SEP = "::"  # pre-training example ids are "<task>::<example id>"
 
-def minibatch(examples: Sequence[Example], size: int, seed: int, *parts: object) -> list[Example]:
-    """A deterministic sample of `size` examples (all of them if there are fewer)."""
-    if len(examples) <= size:
-        return list(examples)
-    return random.Random(derive_seed(seed, "minibatch", *parts)).sample(list(examples), size)
+
+def draw(examples: Sequence[Example], size: int, seed: int, *parts: object,
+         exclude: Iterable[str] = ()) -> list[Example]:
+    """A deterministic sample of `size` examples without the excluded ids (all the rest if fewer remain)."""
+    skip = set(exclude)
+    pool = [e for e in examples if e.id not in skip]
+    if len(pool) <= size:
+        return pool
+    return random.Random(derive_seed(seed, "minibatch", *parts)).sample(pool, size)
+
+
+def check_train_size(task: OptimizationTask, settings: EvolveSettings, *, extra_shown: int = 0) -> None:
+    """Fail before any request when the train split cannot give a child examples its feedback did not show."""
+    _, kids = settings.shape
+    shown = 2 * settings.feedback_per_side * kids + extra_shown
+    if len(task.train) <= shown:
+        raise ConfigError(f"{task.name}'s train split has {len(task.train)} examples, too few for SePO: up to "
+                          f"{shown} are shown as feedback in a generation and must stay out of its scoring "
+                          "draw; use a larger train split or a smaller feedback_per_side.")
 
 
 def task_score_fn(task: OptimizationTask, settings: EvolveSettings, seed: int) -> ScoreFn:
-    def score(prompt: str, key: int) -> tuple[float, list[FeedbackItem]]:
-        mb = minibatch(task.train, settings.minibatch, seed, task.name, key)
+    def score(prompt: str, d: Draw) -> Scored:
+        mb = draw(task.train, settings.minibatch, seed, "finetune", task.name, d.gen, exclude=d.exclude)
         res = task.evaluator.evaluate(prompt, mb, label=f"sepo {task.name}")
-        return res.accuracy, items_from_records(mb, res.records, excerpt_chars=settings.excerpt_chars)
+        items = items_from_records(mb, res.records, excerpt_chars=settings.excerpt_chars)
+        return Scored(res.accuracy, balance(items, settings.feedback_per_side), [e.id for e in mb])
 
     return score
 
 
 def finetune(task: OptimizationTask, agent: PromptAgent, settings: EvolveSettings, *, seed: int,
-             checkpoint: Path | None = None, on_candidate: EntrySink | None = None) -> EvolveResult:
+             checkpoint: Path | None = None, on_candidate: EntrySink | None = None,
+             run_key: dict | None = None, meter: Meter | None = None) -> EvolveResult:
     """Evolve the task prompt from task.initial_prompt with a frozen prompt agent."""
 
-    def propose(parent: Entry, archive: Archive, step_seed: int) -> str:
+    def propose(parent: Entry, archive: Archive, step_seed: int) -> Proposal:
         return agent.propose(task.description, parent.text, archive.summary(parent.id, settings.archive_top_n),
                              parent.feedback, parent_score=parent.score, seed=step_seed)
 
     key = {"task": task.name, "prompt_agent": agent.system_prompt, "temperature": agent.temperature,
-           "max_tokens": agent.max_tokens}
+           "max_tokens": agent.max_tokens, "lenient": agent.lenient, **(run_key or {})}
     return evolve(task.initial_prompt, task_score_fn(task, settings, seed), propose, settings, seed=seed,
-                  checkpoint=checkpoint, on_candidate=on_candidate, run_key=key)
+                  checkpoint=checkpoint, on_candidate=on_candidate, run_key=key, meter=meter, stage="finetune")
 
 
 def agent_score_fn(pool: Sequence[OptimizationTask], prompt_llm: LLMClient, settings: EvolveSettings, *,
-                   seed: int, temperature: float | None, max_tokens: int | None) -> ScoreFn:
+                   seed: int, temperature: float | None, max_tokens: int | None, lenient: bool = False,
+                   task_feedback_per_side: int = 3) -> ScoreFn:
     """S~(p~'): see the module docstring."""
 
-    baselines: dict[tuple[str, int], EvalResult] = {}  # the initial task prompts' results, per minibatch
+    baselines: dict[tuple[str, Draw], tuple[list[Example], EvalResult]] = {}  # p_t0 on F_t, per task and draw
 
-    def score(agent_prompt: str, key: int) -> tuple[float, list[FeedbackItem]]:
-        agent = PromptAgent(prompt_llm, agent_prompt, temperature=temperature, max_tokens=max_tokens)
-        accs, items = [], []
+    def score(agent_prompt: str, d: Draw) -> Scored:
+        agent = PromptAgent(prompt_llm, agent_prompt, temperature=temperature, max_tokens=max_tokens,
+                            lenient=lenient)
+        accs, items, ids, per_task, skipped = [], [], [], {}, {}
         for t in pool:
-            mb = minibatch(t.train, settings.minibatch, seed, t.name, key)
-            if (t.name, key) not in baselines:
-                baselines[t.name, key] = t.evaluator.evaluate(t.initial_prompt, mb,
-                                                              label=f"sepo pretrain {t.name} (initial)")
-            base = baselines[t.name, key]
-            fb = balance(items_from_records(mb, base.records, excerpt_chars=settings.excerpt_chars),
-                         settings.feedback_per_side)
-            child = agent.propose(t.description, t.initial_prompt, "", fb, parent_score=base.accuracy,
-                                  seed=derive_seed(seed, "pretrain-task", t.name))
-            res = t.evaluator.evaluate(child, mb, label=f"sepo pretrain {t.name}")
-            accs.append(res.accuracy)
-            items.append(FeedbackItem(
-                t.name, truncate(f"[{t.name}] {t.description}", settings.excerpt_chars),
-                truncate(child, settings.excerpt_chars * 2), res.accuracy, res.accuracy > base.accuracy,
-                f"the task prompt you wrote scored {res.accuracy:.3f} vs {base.accuracy:.3f} for the "
-                f"initial prompt, on {len(mb)} examples"))
-        return (fmean(accs) if accs else 0.0), items
+            prefix = t.name + SEP
+            seen = {i.removeprefix(prefix) for i in d.exclude if i.startswith(prefix)}
+            if (t.name, d) not in baselines:
+                fb_mb = draw(t.train, settings.minibatch, seed, "pretrain-feedback", t.name, d.gen, exclude=seen)
+                baselines[t.name, d] = fb_mb, t.evaluator.evaluate(t.initial_prompt, fb_mb,
+                                                                   label=f"sepo pretrain {t.name} (initial)")
+            fb_mb, base = baselines[t.name, d]
+            shown = balance(items_from_records(fb_mb, base.records, excerpt_chars=settings.excerpt_chars),
+                            task_feedback_per_side)
+            mb = draw(t.train, settings.minibatch, seed, "pretrain-score", t.name, d.gen,
+                      exclude=seen | {i.example_id for i in shown})
+            prop = agent.propose(t.description, t.initial_prompt, "", shown, parent_score=base.accuracy,
+                                 seed=derive_seed(seed, "pretrain-task", t.name, d.gen))
+            ids += [prefix + e.id for e in mb]
+            if prop.text is None:  # no usable prompt for this task: it scores 0
+                acc, examples = 0.0, []
+                skipped[t.name] = prop.skipped
+                note = f"you wrote no usable task prompt ({prop.skipped}); this task scored 0"
+            else:
+                res = t.evaluator.evaluate(prop.text, mb, label=f"sepo pretrain {t.name}")
+                acc = res.accuracy
+                examples = [FeedbackItem(prefix + i.example_id, f"[{t.name}] {i.question}", i.response, i.score,
+                                         i.correct, i.feedback)
+                            for i in balance(items_from_records(mb, res.records,
+                                                                excerpt_chars=settings.excerpt_chars),
+                                             settings.feedback_per_side)]
+                note = (f"The task prompt you wrote scored {acc:.3f} on {len(mb)} examples; the initial prompt "
+                        f"scored {base.accuracy:.3f} on {len(fb_mb)} other examples. Graded examples of your "
+                        "prompt follow.")
+            accs.append(acc)
+            per_task[t.name] = acc
+            items.append(FeedbackItem(t.name, truncate(t.description, settings.excerpt_chars),
+                                      truncate(prop.text or prop.reply, settings.excerpt_chars * 2), acc,
+                                      acc > base.accuracy, note, kind="task"))
+            items += examples
+        meta = {"task_scores": per_task} | ({"task_skipped": skipped} if skipped else {})
+        return Scored(fmean(accs) if accs else 0.0, items, ids, meta)
 
     return score
 
 
 def pretrain(initial_agent_prompt: str, pool: Sequence[OptimizationTask], prompt_llm: LLMClient,
              settings: EvolveSettings, *, seed: int, temperature: float | None = 0.7,
-             max_tokens: int | None = 1500, checkpoint: Path | None = None,
-             on_candidate: EntrySink | None = None) -> EvolveResult:
+             max_tokens: int | None = 1500, lenient: bool = False, task_feedback_per_side: int = 3,
+             checkpoint: Path | None = None, on_candidate: EntrySink | None = None,
+             run_key: dict | None = None, meter: Meter | None = None) -> EvolveResult:
     """Evolve p~ itself on a pool of tasks; the result's best entry is p~*."""
     if not pool:
-        raise ValueError("SePO pre-training needs at least one task in its pool.")
+        raise ConfigError("SePO pre-training needs at least one task in its pool.")
 
-    def propose(parent: Entry, archive: Archive, step_seed: int) -> str:
-        agent = PromptAgent(prompt_llm, parent.text, temperature=temperature, max_tokens=max_tokens)
+    def propose(parent: Entry, archive: Archive, step_seed: int) -> Proposal:
+        agent = PromptAgent(prompt_llm, parent.text, temperature=temperature, max_tokens=max_tokens,
+                            lenient=lenient)
         return agent.propose_self(archive.summary(parent.id, settings.archive_top_n), parent.feedback,
                                   parent_score=parent.score, seed=step_seed)
 
-    score = agent_score_fn(pool, prompt_llm, settings, seed=seed, temperature=temperature, max_tokens=max_tokens)
-    key = {"pool": [t.name for t in pool], "temperature": temperature, "max_tokens": max_tokens}
+    score = agent_score_fn(pool, prompt_llm, settings, seed=seed, temperature=temperature, max_tokens=max_tokens,
+                           lenient=lenient, task_feedback_per_side=task_feedback_per_side)
+    key = {"pool": [t.name for t in pool], "temperature": temperature, "max_tokens": max_tokens,
+           "lenient": lenient, "task_feedback_per_side": task_feedback_per_side, **(run_key or {})}
     return evolve(initial_agent_prompt, score, propose, settings, seed=seed, checkpoint=checkpoint,
-                  on_candidate=on_candidate, id_prefix="pt-", run_key=key)
+                  on_candidate=on_candidate, id_prefix="pt-", run_key=key, meter=meter, stage="pretrain")

@@ -143,3 +143,62 @@ def test_settings_defaults_and_derived_seeds():
     assert derive_seed(1, "a", 2) == derive_seed(1, "a", 2) != derive_seed(1, "a", 3)
     with pytest.raises(ValueError):
         EvolveSettings(bogus=1)
+
+
+def test_strict_tags_and_the_self_rewrite_reads_the_outermost_block():
+    from sepo.agent import SELF_TAG, tagged_prompt
+
+    assert tagged_prompt("Analysis.\n<prompt>Be exact.</prompt>") == "Be exact."
+    assert tagged_prompt("Analysis only, no tags.") == "" and tagged_prompt("<prompt> </prompt>") == ""
+    assert tagged_prompt("<prompt>cut off before the end") == ""
+    own = "You write prompts.\nTask prompts go between <prompt> and </prompt>; self-rewrites between " \
+          "<agent_prompt> and </agent_prompt>."
+    assert tagged_prompt(f"Why.\n<agent_prompt>\n{own}\n</agent_prompt>", SELF_TAG) == own
+
+
+def test_reply_judgement_truncated_untagged_ok():
+    from harness.llm.client import ChatResult
+    from sepo.agent import judge
+
+    def res(text, finish="stop"):
+        return ChatResult(text, 1, 1, False, 0.0, finish)
+
+    assert judge(res("<prompt>x</prompt>"), "prompt") == ("x", "")
+    assert judge(res("<prompt>x</prompt> and then", "length"), "prompt") == ("", "truncated")
+    assert judge(res("x"), "prompt") == ("", "untagged")
+
+
+def test_tags_agree_between_the_prompt_agent_and_its_requests():
+    p0 = initial_prompt_agent()
+    task_req, self_req = load_text("task_request.md"), load_text("self_request.md")
+    assert "<prompt>" in p0 and "</prompt>" in p0 and "<prompt>" in task_req and "</prompt>" in task_req
+    assert "<agent_prompt>" not in p0  # p~ never carries the self tag, so a rewrite's block stays intact
+    assert "rewrite your own system prompt" in p0 and "the tags that request names" in p0
+    assert "<agent_prompt> and </agent_prompt>" in self_req and "<prompt> and </prompt>" in self_req
+
+
+def test_archive_find_ignores_skipped_entries():
+    a = Archive()
+    a.add(Entry("r", "root", None, 0, 0.5))
+    a.add(Entry("s", "other", "r", 1, None, admitted=False, meta={"skipped": "untagged"}))
+    assert a.find(" root \n").id == "r" and a.find("other") is None
+
+
+def test_draws_leave_out_excluded_ids_and_differ_by_stage():
+    from harness.benchmarks.base import Example
+    from sepo.stages import draw
+
+    exs = [Example(f"e{i}", "q", "a") for i in range(20)]
+    d = draw(exs, 8, 0, "finetune", "t", 1, exclude={"e0", "e1", "e2"})
+    assert len(d) == 8 and not {"e0", "e1", "e2"} & {e.id for e in d}
+    assert draw(exs, 8, 0, "finetune", "t", 1) == draw(exs, 8, 0, "finetune", "t", 1)
+    assert draw(exs, 8, 0, "finetune", "t", 1) != draw(exs, 8, 0, "pretrain-score", "t", 1)
+    assert len(draw(exs, 30, 0, "x", exclude={"e3"})) == 19
+
+
+def test_fingerprint_differences_name_the_changed_paths():
+    from sepo.evolve import differences
+
+    old = {"a": 1, "run_key": {"models": {"task": "m1"}, "ids": [1, 2]}}
+    new = {"a": 1, "run_key": {"models": {"task": "m2"}, "ids": [1, 2], "extra": 0}}
+    assert differences(old, new) == ["run_key.extra", "run_key.models.task"]

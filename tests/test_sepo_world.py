@@ -60,6 +60,22 @@ class PoolB(SynthBench):
     cats: ClassVar[list[str]] = ["kappa", "lam", "eta"]
 
 
+class Shuffled(SynthBench):
+    """Splits reshuffled per seed (like AIME and GPQA): train of one seed overlaps test of another."""
+
+    name = "sepo-shuffled"
+    description = "SHUFFLED: answer each item with its code."
+    cats: ClassVar[list[str]] = ["alpha", "eta"]
+
+    def load(self, split: str, seed: int) -> list[Example]:
+        import random
+
+        ids = list(range(60))
+        random.Random(seed).shuffle(ids)
+        part = {"train": ids[:24], "val": ids[24:32], "test": ids[32:]}[split]
+        return [Example(f"{self.name}-{i}", f"[{self.cats[i % 2]}] item {i}", f"A{i}") for i in part]
+
+
 class HeldOut(SynthBench):
     name = "sepo-held-out"
     description = "HELDOUT: answer each item with its code."
@@ -78,8 +94,13 @@ def _between(text: str, start: str, end: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
+def request_text(body: dict[str, Any]) -> str:
+    """The prompt agent's request (the first user message; a retry appends the reply and a reason)."""
+    return next(m["content"] for m in body["messages"] if m["role"] == "user")
+
+
 def agent_reply(body: dict[str, Any]) -> str:
-    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+    system, user = body["messages"][0]["content"], request_text(body)
     seed = int(body.get("seed") or 0)
     parent = _between(user, "<parent_prompt>\n", "\n</parent_prompt>")
     parent = "" if parent.startswith("(empty:") else parent
