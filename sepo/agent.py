@@ -10,7 +10,7 @@ from importlib.resources import files
 from string import Template
 
 from harness.aio import run_sync
-from harness.llm.client import ChatResult, LLMClient
+from harness.llm.client import ChatResult, LLMClient, LLMError
 from sepo.feedback import FeedbackItem, render
 
 # What the prompt agent's own "task" is, shown when it rewrites itself.
@@ -144,11 +144,20 @@ class PromptAgent:
                                       seed=seed))
 
     def ask_for_prompt(self, user: str, seed: int | None, tag: str = "prompt") -> Proposal:
-        """One request; a truncated or untagged reply is retried once with the reason, then given up."""
+        """One request; a truncated or untagged reply is retried once with the reason, then given up. A request
+        the endpoint rejects (HTTP 400, e.g. over the context) fails this proposal only; other LLM errors
+        (keys, model names) still end the run."""
         prop = Proposal(None)
         history: list[dict[str, str]] = []
         for attempt in range(2):
-            res = self._ask(user, seed, history)
+            try:
+                res = self._ask(user, seed, history)
+            except LLMError as exc:  # e.g. HTTP 400, a request over the model's context: this proposal fails
+                if "rejected the request" not in str(exc):
+                    raise
+                prop.problems.append("rejected")
+                prop.skipped = f"the endpoint rejected the request: {exc}"
+                return prop
             text, problem = judge(res, tag)
             prop.replies.append(res.text)
             prop.finish_reasons.append(res.finish_reason)

@@ -396,3 +396,20 @@ def test_the_checkpoint_refuses_a_run_that_differs_and_says_why(srv, tmp_path):
     assert len(srv.requests) == n and [c.id for c in again.candidates] == [c.id for c in first.candidates]
     saved = json.loads((ck / "sepo-finetune.json").read_text())
     assert saved["run"]["run_key"]["target"]["model"]["model"] == "task"
+
+
+def test_a_request_the_endpoint_rejects_fails_that_proposal_only(tmp_path):
+    from tests.loopback import Fault
+
+    with LoopbackServer(reply=reply) as srv:
+        task_llm, prompt_llm, _ = clients(srv.url, tmp_path / "cache.sqlite")
+
+        def after_root(c):  # the next request is g1-0's proposal: the endpoint answers HTTP 400
+            if c.id == "g0-0":
+                srv.inject(Fault(status=400))
+
+        res = SePO(self_improve=False, **SMALL).optimize(make_task(SynthBench, task_llm), prompt_llm, seed=0,
+                                                         on_candidate=after_root)
+        first = res.candidates[1]
+        assert "rejected" in first.meta["skipped"] and not first.meta["admitted"] and first.train_score is None
+        assert len(res.candidates) == 1 + 2 * 2 and res.extra["stopped"] is None
