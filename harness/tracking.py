@@ -15,11 +15,14 @@ Layout of a store:
 - candidates: one JSON artifact per candidate (``candidates/<id>.json``: full prompt text, parent id,
   generation, stage, admitted, example ids, scores, cost, the rest of ``meta``), written the moment it
   arrives so a kill mid-cell loses nothing, and consolidated into one ``candidates.json`` table when
-  the cell finishes. Measured against one nested run per candidate (``tests/test_tracking_perf.py``,
-  numbers in the issue note): a nested run costs four store calls per candidate (create, log_batch,
-  log_text, terminate) against one artifact write, and it puts thousands of runs in the UI's run list
-  of a paper-size grid; the artifact is the faster writer, and the consolidated table makes reading a
-  finished cell one download;
+  the cell finishes. Measured against one nested run per candidate (`tests/test_tracking_perf.py`, same
+  content: prompt text as an artifact, parent, generation, stage, scores; 2 shared cores): a nested run
+  costs four store calls per candidate (create, log_batch, log_text, terminate) and reading it back one
+  artifact download per candidate. Local sqlite store, 50 / 200 candidates: nested runs 10.6 s / 61.6 s
+  to write and 4.5 s / 20.1 s to read; artifacts 2.4 s / 13.4 s to write and 0.25 s / 0.39 s to read
+  (4.4-4.6x faster writes, 18-52x faster reads). Against `mlflow server` on loopback, 50 candidates:
+  nested 29.4 s write / 13.8 s read, artifacts 7.6 s / 1.1 s (3.9x / 12.8x). Nested runs would also put
+  thousands of runs in the UI's run list of a paper-size grid, so candidates are artifacts;
 - per-example tables ``records/test.json`` (and ``records/initial.json``: the initial prompt on the
   same test items), in MLflow's table format (columns + data): id, correct, score, extracted, reason,
   tokens, truncated, attempts, cached;

@@ -305,3 +305,30 @@ def test_grid_roundtrip_and_secrets_on_a_real_server(mlflow_server):
     assert again.find_finished_cell(key)["run_id"] == found["run_id"]
     assert scan_for(SECRET, d) == []
     assert any(p.name == "candidates.json" for p in (d / "artifacts").rglob("*"))
+
+
+def test_openai_calls_are_traced_without_the_key(store, loopback, monkeypatch):
+    from harness.aio import run_sync
+    from harness.config import EndpointConfig
+    from harness.llm.client import LLMClient
+
+    monkeypatch.setenv("SEPO_TRACE_TEST_KEY", SECRET)
+    t = Tracker(str(store), "traced", trace=True, secrets=[SECRET])
+    try:
+        t.check_reachable()
+        ep = EndpointConfig(base_url=loopback.url, model="m", api_key_env="SEPO_TRACE_TEST_KEY", timeout_s=5.0)
+        reply = run_sync(LLMClient(ep, role="task").chat([{"role": "system", "content": "be brief"},
+                                                         {"role": "user", "content": f"echo {SECRET} please"}]))
+        assert "***" not in reply.text  # the caller still gets the real reply
+        import mlflow
+
+        mlflow.flush_trace_async_logging() if hasattr(mlflow, "flush_trace_async_logging") else None
+        traces = t.client.search_traces(locations=[t.experiment_id()])
+        assert len(traces) >= 1
+        import json
+
+        inputs = json.dumps(traces[0].data.spans[0].inputs)
+        assert "***" in inputs and "be brief" in inputs  # the request is traced, the key masked
+    finally:
+        t.stop_tracing()
+    assert scan_for(SECRET, store) == []
