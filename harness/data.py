@@ -2,6 +2,11 @@
 
 The data directory is resolved as: explicit `data_dir` argument > env SEPO_DATA_DIR > <repo>/../shared/data
 (if it exists). A missing dataset raises DatasetMissing, one sentence naming where the harness looked.
+
+Custom tasks (`read_table`, `FieldSpec`) come from the formats people have: JSONL (read line by line here,
+so a malformed line is reported by number), JSON (a list of records, or {"data"/"rows"/...: [...]}), CSV,
+Parquet (both through `datasets`), or a hub dataset id (`datasets.load_dataset`); a field mapping says which
+column is the question, the answer, the id, the tests and the setup, like inspect-ai's FieldSpec.
 """
 
 from __future__ import annotations
@@ -96,6 +101,103 @@ def hub_rows(hub_id: str, config: str | None = None, splits: Iterable[str] | Non
             f"could not load {hub_id}{f' ({config})' if config else ''} from the Hugging Face hub "
             f"({type(e).__name__}: {str(e)[:200]}); use source: local with {ENV_VAR} or data_dir set."
         ) from e
+
+
+FORMATS = ("jsonl", "json", "csv", "parquet", "hub")
+_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
+           ".parquet": "parquet", ".pq": "parquet"}
+
+
+def table_format(path: str, fmt: str | None = None, hub: bool = False) -> str:
+    """The format of a custom-task source: explicit, 'hub' for a hub id, else from the file suffix."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+        return fmt
+    if hub:
+        return "hub"
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIX:
+        raise ConfigError(f"cannot tell the format of {path!r} from its suffix: set option format to one of "
+                          f"{', '.join(FORMATS)}.")
+    return _SUFFIX[suffix]
+
+
+def read_table(path: str, fmt: str, *, config: str | None = None,
+               split: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(where, record) for each record of a custom-task source; `where` names the file and line or row."""
+    if fmt == "jsonl":
+        return [(f"{path}, line {n}", row) for n, row in iter_jsonl(Path(path))]
+    if fmt == "json":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}).") from None
+        if isinstance(data, dict):
+            lists = [v for k, v in data.items() if isinstance(v, list) and k in ("data", "rows", "examples",
+                                                                                  "records", "train", "test")]
+            data = lists[0] if len(lists) == 1 else data
+        if not isinstance(data, list):
+            raise DataFormatError(f"{path}: expected a JSON list of records (or {{'data': [...]}}).")
+        out = []
+        for n, row in enumerate(data, 1):
+            if not isinstance(row, dict):
+                raise DataFormatError(f"{path}, record {n}: expected a JSON object, got {type(row).__name__}.")
+            out.append((f"{path}, record {n}", row))
+        return out
+    if fmt in ("csv", "parquet"):
+        try:
+            from datasets import load_dataset
+
+            kw = {"delimiter": "\t"} if fmt == "csv" and str(path).endswith(".tsv") else {}
+            ds = load_dataset(fmt, data_files=str(path), split="train", **kw)
+        except Exception as e:  # noqa: BLE001 - one sentence naming the file
+            raise DataFormatError(f"{path}: could not read it as {fmt} ({type(e).__name__}: {str(e)[:200]}).") from e
+        first = 2 if fmt == "csv" else 1  # a CSV's first data row is on line 2
+        return [(f"{path}, {'line' if fmt == 'csv' else 'row'} {n}", dict(row)) for n, row in enumerate(ds, first)]
+    if fmt == "hub":
+        rows = hub_rows(path, config, [split] if split else None)
+        return [(f"{path}, row {n}", row) for n, row in enumerate(rows, 1)]
+    raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+
+
+class FieldSpec:
+    """Which record field is which, like inspect-ai's FieldSpec. Each role takes the configured field name,
+    else the first present of its defaults (so MATH/AIME-style `problem` + `answer` rows need no mapping)."""
+
+    DEFAULTS: dict[str, tuple[str, ...]] = {
+        "question": ("question", "input", "problem", "prompt", "Question"),
+        "answer": ("answer", "target", "label", "Answer", "final_answer"),
+        "id": ("id", "task_id", "problem_id", "unique_id", "idx", "ID"),
+        "tests": ("tests", "test_list", "test"),
+        "setup": ("setup", "test_setup_code", "test_imports"),
+    }
+
+    def __init__(self, mapping: dict[str, str] | None = None) -> None:
+        mapping = dict(mapping or {})
+        unknown = sorted(set(mapping) - set(self.DEFAULTS))
+        if unknown:
+            raise ConfigError(f"fields: unknown role {', '.join(map(repr, unknown))}; roles: "
+                              f"{', '.join(self.DEFAULTS)}.")
+        for role, name in mapping.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"fields.{role} must be a column name, got {name!r}.")
+        self.mapping = mapping
+
+    def name(self, role: str, row: dict[str, Any]) -> str | None:
+        """The field of `row` that plays `role` (None when absent)."""
+        if role in self.mapping:
+            return self.mapping[role] if self.mapping[role] in row else None
+        return next((k for k in self.DEFAULTS[role] if k in row), None)
+
+    def get(self, role: str, row: dict[str, Any]) -> Any:
+        key = self.name(role, row)
+        return row[key] if key is not None else None
+
+    def describe(self, role: str) -> str:
+        if role in self.mapping:
+            return repr(self.mapping[role])
+        return " or ".join(repr(k) for k in self.DEFAULTS[role][:3])
 
 
 def source_of(options: dict[str, Any]) -> str:

@@ -1,165 +1,157 @@
-"""Mathematical equivalence of final answers written in LaTeX (fractions, roots, powers, pi).
+"""The one place that decides whether a reply's final answer equals the gold answer (math and AIME).
 
-A small LaTeX-to-sympy converter (sympy's own LaTeX parser needs antlr): only a whitelisted
-arithmetic string is ever handed to sympy, and huge powers are refused. Anything it cannot parse
-falls back to a normalized string comparison.
+A thin adapter over Hugging Face's `math-verify` (the checker open-r1 and lighteval use): both strings are
+parsed with its LaTeX and plain-expression extractors and compared with its `verify` (fractions, roots,
+pi, powers, `\\left`/`\\right`, `\\dfrac`, units in `\\text{}`, percent, thousands separators, unordered
+lists as sets, tuples, intervals, equations). On top of it, the harness's own rules:
+
+- leading zeros are digits, not products: "070" is 70 (a bare integer is read by int(), never by sympy);
+- an equation in the reply counts for a non-equation gold only when its left side is a single variable
+  (`x = 6` may answer 6; `x + 1 = 6` may not, and `a = 7, b = 3` never equals `a = 2, b = 3`);
+- AIME (`aime_answer`, `aime_equal`): the answer must be an integer from 0 to 999 (leading zeros allowed,
+  `\\frac{140}{2}` is 70); anything else is no answer at all.
+
+math-verify's own timeouts use SIGALRM, which only works on the main thread (scoring runs in worker
+threads), so they are off; instead an answer longer than MAX_CHARS, or holding an exponent with more than
+three digits, a tower of powers or a factorial of a 3-digit number, is refused before sympy sees it.
+
+Extraction (which part of a reply is the final answer) is not done here: see harness.answers.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from harness import answers
 
-# ---- LaTeX to sympy, without eval of anything but a whitelisted arithmetic string -----------------------
-
-_COMMANDS = {
-    "\\cdot": "*",
-    "\\times": "*",
-    "\\div": "/",
-    "\\pi": "pi",
-    "\\infty": "oo",
-    "\\%": "/100",
-    "\\left": "",
-    "\\right": "",
-    "\\,": "",
-    "\\!": "",
-    "\\;": "",
-    "\\:": "",
-    "\\ ": "",
-    "^\\circ": "",
-    "^{\\circ}": "",
-    "\\circ": "",
-    "\\displaystyle": "",
-}
+MAX_CHARS = 400
+_HUGE_POWER = re.compile(r"(\^|\*\*)\s*\{?\s*\(?\s*-?\d{4,}|\d{200}|\^\s*\{[^{}]*\^|\^\s*\d\s*\^|\d{3,}\s*!")
+_INT = re.compile(r"[+-]?\d+")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:(?:,|\{,\}|\\,)\d{3})+")
 
 
-@cache
-def _sympy() -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """sympy, the names an answer may use, and the only globals its parser sees (imported lazily: ~0.5 s)."""
+def _mv() -> Any:
+    import math_verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" warnings
+    return math_verify
+
+
+def _clean(s: str) -> str:
+    s = answers.strip_latex(str(s)).strip()
+    s = re.sub(r"\\(?:displaystyle|,|!|;|:)\s*", lambda m: "," if m.group(0).startswith("\\,") else "", s)
+    return s.strip().rstrip(".").strip()
+
+
+def plain_int(s: str) -> int | None:
+    """The integer a bare integer string denotes ('070' -> 70, '1,000' -> 1000), else None."""
+    s = re.sub(r"^([+-])\s+", r"\1", _clean(s).strip())
+    if _THOUSANDS.fullmatch(s):
+        s = re.sub(r"\{,\}|,|\\,", "", s)
+    return int(s) if _INT.fullmatch(s) else None
+
+
+@lru_cache(maxsize=4096)
+def parse(s: str) -> tuple[Any, ...]:
+    """math-verify's parse of one short answer (a tuple of candidate expressions/strings; empty when
+    nothing parses or the answer is refused as too large)."""
+    s = _clean(s)
+    if not s or len(s) > MAX_CHARS or _HUGE_POWER.search(s):
+        return ()
+    n = plain_int(s)
+    if n is not None:
+        s = str(n)
+    mv = _mv()
+    try:
+        got = mv.parse(f"${s}$", [mv.LatexExtractionConfig(), mv.ExprExtractionConfig()], parsing_timeout=None)
+    except Exception:  # noqa: BLE001 - an unparseable answer is simply not equal to anything
+        return ()
+    return tuple(got)
+
+
+def _equations(expr: Any) -> list[Any]:
     import sympy
 
-    names = {"sqrt": sympy.sqrt, "pi": sympy.pi, "oo": sympy.oo, "e": sympy.E}
-    glob = {"__builtins__": {}} | {
-        k: getattr(sympy, k) for k in ("Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow")
-    }
-    return sympy, names, glob
+    if isinstance(expr, sympy.Eq):
+        return [expr]
+    if isinstance(expr, sympy.FiniteSet | sympy.Tuple | tuple | list | set):
+        return [e for item in expr for e in _equations(item)]
+    return []
 
 
-def _group(s: str, i: int) -> tuple[str, int]:
-    """The balanced {...} group starting at s[i] (or the single character there), and the index after it."""
-    while i < len(s) and s[i] == " ":
-        i += 1
-    if i >= len(s):
-        raise ValueError("missing argument")
-    if s[i] != "{":
-        return s[i], i + 1
-    depth, j = 0, i
-    while j < len(s):
-        depth += {"{": 1, "}": -1}.get(s[j], 0)
-        if depth == 0:
-            return s[i + 1 : j], j + 1
-        j += 1
-    raise ValueError("unbalanced braces")
+def _has_equation(parsed: tuple[Any, ...]) -> bool:
+    return any(_equations(p) for p in parsed if not isinstance(p, str))
 
 
-def latex_to_text(s: str) -> str:
-    """Rewrite \\frac, \\dfrac, \\sqrt[n]{}, ^{}, \\cdot, \\pi, ... into a plain arithmetic string."""
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    for k, v in _COMMANDS.items():
-        s = s.replace(k, v)
-    out, i = [], 0
-    while i < len(s):
-        if s.startswith("\\frac", i):
-            a, i = _group(s, i + 5)
-            b, i = _group(s, i)
-            out.append(f"(({latex_to_text(a)})/({latex_to_text(b)}))")
-        elif s.startswith("\\sqrt", i):
-            i += 5
-            root = None
-            if i < len(s) and s[i] == "[":
-                end = s.index("]", i)
-                root, i = s[i + 1 : end], end + 1
-            a, i = _group(s, i)
-            a = latex_to_text(a)
-            out.append(f"sqrt({a})" if root is None else f"(({a})**(1/({latex_to_text(root)})))")
-        elif s[i] == "^":
-            a, i = _group(s, i + 1)
-            out.append(f"**({latex_to_text(a)})")
-        elif s[i] == "\\":
-            raise ValueError(f"unsupported LaTeX command at {s[i : i + 12]!r}")
-        else:
-            out.append({"{": "(", "}": ")"}.get(s[i], s[i]))
-            i += 1
-    return "".join(out)
+def _equation_ok(reply: tuple[Any, ...], gold: tuple[Any, ...]) -> bool:
+    """The harness rule: a reply equation may stand for a non-equation gold only as `variable = value`."""
+    if _has_equation(gold):
+        return True
+    import sympy
+
+    for p in reply:
+        if isinstance(p, str):
+            continue
+        for eq in _equations(p):
+            if not isinstance(eq.lhs, sympy.Symbol):
+                return False
+    return True
 
 
-def to_sympy(s: str) -> Any:
-    """A sympy expression for a short LaTeX or plain answer, or None when it is not plain arithmetic."""
+def math_equal(got: str, want: str) -> bool:
+    """Is the reply's final answer `got` equal to the gold `want`? (see the module docstring)"""
+    if got is None or want is None:
+        return False
+    g_int, w_int = plain_int(str(got)), plain_int(str(want))
+    if g_int is not None and w_int is not None:
+        return g_int == w_int
+    gold, reply = parse(str(want)), parse(str(got))
+    if not gold or not reply:
+        return _normal(got) == _normal(want) != ""
+    if not _equation_ok(reply, gold):
+        return False
     try:
-        text = latex_to_text(answers.strip_latex(s)).strip()
-    except ValueError:
-        return None
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
-        text = text.replace(",", "")
-    if not text or len(text) > 200 or not re.fullmatch(r"[\w.+\-*/() ]*", text):
-        return None
-    sympy, known, glob = _sympy()
-    from sympy.parsing.sympy_parser import implicit_multiplication, parse_expr, standard_transformations
-
-    names = set(re.findall(r"[A-Za-z_]\w*", text))
-    if any(n not in known and not re.fullmatch(r"[A-Za-z]", n) for n in names) or re.search(r"\d{60}", text):
-        return None
-    local = {n: known.get(n, sympy.Symbol(n)) for n in names}
-    transforms = (*standard_transformations, implicit_multiplication)
-    try:
-        raw = parse_expr(
-            text,
-            local_dict=dict(local),
-            global_dict=dict(glob),
-            transformations=transforms,
-            evaluate=False,
-        )
-        for node in sympy.preorder_traversal(raw):  # refuse huge powers before evaluating them
-            if node.is_Pow and not node.exp.free_symbols and abs(float(node.exp.evalf())) > 1000:
-                return None
-        return parse_expr(text, local_dict=dict(local), global_dict=dict(glob), transformations=transforms)
-    except Exception:  # noqa: BLE001 - anything unparseable falls back to string comparison
-        return None
+        return bool(_mv().verify(list(gold), list(reply), timeout_seconds=None))
+    except Exception:  # noqa: BLE001
+        return False
 
 
-def _rhs(s: str) -> str:
-    return s.rsplit("=", 1)[-1].strip() if "=" in s and "==" not in s else s.strip()
+def _normal(s: Any) -> str:
+    return re.sub(r"\s+", "", _clean(str(s)).strip("\"'`").lower())
 
 
 def normalize(s: Any) -> str:
-    """Case, spacing, quotes, a trailing period and LaTeX wrappers do not matter."""
+    """Case, spacing, quotes, a trailing period and LaTeX wrappers do not matter (the `exact` scorer)."""
     s = answers.strip_latex(str(s)).strip().strip("\"'`").strip().lower()
     return re.sub(r"\s+", " ", s).rstrip(".").strip()
 
 
-def math_equal(got: str, want: str, rel_tol: float = 1e-9) -> bool:
-    """Equivalence of two answers: same normalized text, or sympy says equal (element-wise for lists)."""
-    got, want = _rhs(got), _rhs(want)
-    if normalize(got).replace(" ", "") == normalize(want).replace(" ", ""):
-        return True
-    g_parts, w_parts = re.split(r",\s+|;", got), re.split(r",\s+|;", want)
-    if len(g_parts) > 1 or len(w_parts) > 1:
-        return len(g_parts) == len(w_parts) and all(
-            math_equal(g, w, rel_tol) for g, w in zip(g_parts, w_parts, strict=True)
-        )
-    a, b = to_sympy(got), to_sympy(want)
-    if a is None or b is None:
-        return False
-    sympy = _sympy()[0]
-    try:
-        if sympy.simplify(a - b) == 0:
-            return True
-        if not a.free_symbols and not b.free_symbols:
-            x, y = complex(sympy.N(a)), complex(sympy.N(b))
-            return abs(x - y) <= rel_tol * max(1.0, abs(y))
-    except Exception:  # noqa: BLE001
-        return False
-    return False
+def aime_answer(s: str | None) -> int | None:
+    """The AIME answer an extracted string denotes: an integer 0-999 (leading zeros allowed, any expression
+    that evaluates to such an integer, e.g. \\frac{140}{2}), else None."""
+    if s is None:
+        return None
+    n = plain_int(s)
+    if n is None:
+        import sympy
+
+        for p in parse(s):
+            if isinstance(p, sympy.Eq) and isinstance(p.lhs, sympy.Symbol):
+                p = p.rhs  # 'x = 70'
+            if isinstance(p, sympy.Basic) and not _equations(p) and getattr(p, "is_number", False):
+                try:
+                    v = sympy.nsimplify(p) if isinstance(p, sympy.Float) else sympy.simplify(p)
+                except Exception:  # noqa: BLE001
+                    continue
+                if isinstance(v, sympy.Integer):
+                    n = int(v)
+                    break
+    return n if n is not None and 0 <= n <= 999 else None
+
+
+def aime_equal(got: str | None, gold: int) -> bool:
+    n = aime_answer(got)
+    return n is not None and n == int(gold)

@@ -24,7 +24,7 @@ from typing import Self
 
 from sandboxes.base import Program, RunResult, SandboxUnavailable
 from sandboxes.image import DEFAULT_TAG, ensure_image
-from sandboxes.local import DEFAULT_CAP, chunks, compose, run_pending, runner_source
+from sandboxes.local import DEFAULT_CAP, chunks, run_pending, runner_source, to_wire
 
 LABEL = "sepo-bench.sandbox"
 OWNER = "sepo-bench.owner"
@@ -112,7 +112,7 @@ class _Slot:
         with contextlib.suppress(Exception):
             self.sb.client.api.kill(self.cid)
 
-    def exec_batch(self, sources: list[str], t: float) -> tuple[list[dict], str, str | None]:
+    def exec_batch(self, sources: list[dict[str, str]], t: float) -> tuple[list[dict], str, str | None]:
         sb, api = self.sb, self.sb.client.api
         if self.killed or not self.running():
             self.replace()
@@ -215,7 +215,7 @@ class DockerSandbox:
         if self._closed.is_set():
             raise SandboxUnavailable("This DockerSandbox is closed; create a new one.")
         t = float(timeout_s or self.timeout_s)
-        sources = [compose(p) for p in programs]
+        sources = [to_wire(p) for p in programs]
         todo = deque(chunks(sources, self.pool_size))
         out: list[RunResult | None] = [None] * len(programs)
         errors: list[BaseException] = []

@@ -26,8 +26,8 @@ DEFAULT_CAP = 64 * 1024
 MAX_BATCH = 32  # programs per runner process
 MAX_PAYLOAD = 1_000_000  # bytes of JSON per runner process (argv holds ~2 MB in the container)
 
-# exec_batch(sources) -> (result dicts in order, runner stderr, reason if the batch ended early or None)
-ExecBatch = Callable[[list[str]], tuple[list[dict], str, str | None]]
+# exec_batch(programs) -> (result dicts in order, runner stderr, reason if the batch ended early or None)
+ExecBatch = Callable[[list[dict[str, str]]], tuple[list[dict], str, str | None]]
 
 
 @cache
@@ -36,8 +36,17 @@ def runner_source() -> str:
 
 
 def compose(p: Program) -> str:
-    """The file the sandbox runs: setup, then the program, then the tests."""
+    """Setup, program and tests as one file (for bare baselines; the sandboxes send the parts, see to_wire)."""
     return "\n".join(part.rstrip("\n") for part in (p.setup, p.code, p.tests) if part.strip()) + "\n"
+
+
+def to_wire(p: Program) -> dict[str, str]:
+    """What the runner receives for one program: its parts, kept apart (the runner parses the tests)."""
+    return {"code": p.code, "tests": p.tests, "setup": p.setup}
+
+
+def _size(p: dict[str, str]) -> int:
+    return sum(len(v) for v in p.values()) + 64
 
 
 def _last_line(text: str) -> str:
@@ -46,8 +55,12 @@ def _last_line(text: str) -> str:
 
 
 def to_result(d: dict, cap: int) -> RunResult:
-    """Map one runner record to a RunResult (reason: passed, timeout, killed (...), error: <last line>)."""
+    """Map one runner record to a RunResult. The runner decides passed/reason from its own test records
+    (see sandboxes/image/runner.py); the exit-status mapping below only serves records without a verdict."""
     out, rc = d["out"][:cap + 64], d["rc"]
+    if "passed" in d:
+        return RunResult(passed=bool(d["passed"]), output=out, reason=d["reason"], duration_s=round(d["dur"], 4),
+                         tests_run=int(d.get("tests_run", 0)), tests_total=int(d.get("tests_total", 0)))
     if d["timeout"]:
         reason = "timeout"
     elif rc == 0:
@@ -60,24 +73,25 @@ def to_result(d: dict, cap: int) -> RunResult:
         reason = f"killed ({signal.Signals(-rc).name})" if -rc in signal.valid_signals() else f"killed ({-rc})"
     else:
         reason = f"error: {_last_line(out)}"
-    return RunResult(passed=reason == "passed", output=out, reason=reason, duration_s=round(d["dur"], 4))
+    return RunResult(passed=False, output=out, reason=reason if reason != "passed" else "error: no test record",
+                     duration_s=round(d["dur"], 4))
 
 
-def chunks(sources: list[str], n_workers: int) -> list[list[int]]:
+def chunks(sources: list[dict[str, str]], n_workers: int) -> list[list[int]]:
     """Split program indices into batches: enough to keep every worker busy, bounded in count and size."""
     size = max(1, min(MAX_BATCH, -(-len(sources) // (n_workers * 3))))
     out: list[list[int]] = [[]]
     used = 0
     for i, s in enumerate(sources):
-        if out[-1] and (len(out[-1]) >= size or used + len(s) > MAX_PAYLOAD):
+        if out[-1] and (len(out[-1]) >= size or used + _size(s) > MAX_PAYLOAD):
             out.append([])
             used = 0
         out[-1].append(i)
-        used += len(s) + 64
+        used += _size(s)
     return [c for c in out if c]
 
 
-def run_pending(sources: list[str], exec_batch: ExecBatch, cap: int) -> list[RunResult]:
+def run_pending(sources: list[dict[str, str]], exec_batch: ExecBatch, cap: int) -> list[RunResult]:
     """Run sources through exec_batch; if the runner dies mid-batch, blame the program it was running and
     rerun the rest."""
     results: list[RunResult] = []
@@ -134,7 +148,7 @@ class LocalSandbox:
 
     def run_many(self, programs: list[Program], timeout_s: float | None = None) -> list[RunResult]:
         t = float(timeout_s or self.timeout_s)
-        sources = [compose(p) for p in programs]
+        sources = [to_wire(p) for p in programs]
         batches = chunks(sources, self.workers)
         with ThreadPoolExecutor(max(1, min(self.workers, len(batches)))) as ex:
             parts = list(ex.map(lambda idx: run_pending([sources[i] for i in idx],
@@ -145,7 +159,7 @@ class LocalSandbox:
                 out[i] = r
         return out  # type: ignore[return-value]
 
-    def _exec(self, sources: list[str], t: float) -> tuple[list[dict], str, str | None]:
+    def _exec(self, sources: list[dict[str, str]], t: float) -> tuple[list[dict], str, str | None]:
         cfg = {"progs": sources, "timeout": t, "cap": self.output_cap, "mem": self.memory_mb << 20,
                "fsize": self.fsize_mb << 20, "python": self.python, "killall": False,
                "nproc": 0 if os.getuid() == 0 else _user_procs() + self.pids}

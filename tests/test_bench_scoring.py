@@ -38,7 +38,8 @@ CORRECT_AIME = [
     "Thus we get \\boxed{070}",
     "Summing, 21 + 49 = 70.\n\nFinal Answer: The final answer is $70$. I hope it is correct.",
     "Therefore \\[\\boxed{\\text{70}}\\]",
-    "The bases are 21 and 49, and 21 + 49 = 70",
+    "Hence the sum is \\boxed{\\frac{140}{2}}.",
+    "The answer is $\\dfrac{140}{2}$.",
 ]
 
 
@@ -64,6 +65,20 @@ def test_aime_wrong_and_unparseable(aime):
     assert not bench.score(ex, "").correct
 
 
+def test_aime_strict_extraction(aime):
+    bench, by_id = aime
+    ex = by_id["2025-I-1"]
+    s = bench.score(ex, "The bases are 21 and 49, and 21 + 49 = 70")  # no stated final answer
+    assert not s.correct and s.extracted is None and s.reason == "no answer found"
+    s = bench.score(ex, "So 70 works... therefore \\boxed{x^2 + 1}")  # a box holding a non-integer
+    assert not s.correct and s.extracted is None and s.reason == "not an integer 0-999"
+    s = bench.score(ex, "We get \\boxed{\\frac{140}{3}} hmm, 70 maybe")
+    assert not s.correct and s.reason == "not an integer 0-999"
+    cut = "Let me compute. 21 + 49 = 70. Now we check the bases 17 and 97 and then the final step is"
+    assert bench.score(ex, cut).reason == "no answer found"  # cut off at the token cap: no credit
+    assert bench.score(ex, "\\boxed{70} is what I first thought, but the answer is 49.").extracted == 49
+
+
 def test_aime_every_reference_answer_roundtrips(aime):
     bench, by_id = aime
     assert len(by_id) == 30
@@ -76,7 +91,7 @@ def test_aime_every_reference_answer_roundtrips(aime):
 def test_answer_helpers():
     assert answers.last_boxed("a \\boxed{\\frac{1}{2}} b \\boxed{x^{2}}") == "x^{2}"
     assert answers.last_boxed("no box") is None
-    assert answers.extract_int("To answer this, compute 3+4 and more.\nSo we get 7") == 7
+    assert answers.extract_int("To answer this, compute 3+4 and more.\nSo we get 7") is None  # strict
     assert answers.extract_int("\\boxed{1,000}") == 1000
     assert answers.extract_number("The answer is -3.5 m/s.") == -3.5
     assert answers.final_answer("blah\nAnswer: Paris.") == "Paris"
@@ -89,19 +104,35 @@ def test_gpqa_correct_formats(gpqa):
     bench, exs = gpqa
     for ex in exs[:20]:
         L = ex.answer
-        text = ex.meta["options"]["ABCD".index(L)]
         for reply in (
             f"Reasoning about the options...\n\nAnswer: {L}",
-            f"The correct option is ({L}).",
-            f"**{L}**",
             f"Therefore the answer is $\\boxed{{{L}}}$.",
-            f"Let me think. Option A seems plausible, but it fails. The answer is {L}) {text}",
             f"ANSWER: {L}",
+            f"answer: {L.lower()}",
             f"Final answer: **{L}**",
-            f"{L}",
+            f"**Answer:** ({L})",
+            f"Answer: A at first sight, but on reflection:\nAnswer: {L}" if L != "A" else "Answer: A",
         ):
             s = bench.score(ex, reply)
-            assert s.correct and s.extracted == L, (reply, s)
+            assert s.correct and s.extracted == L and s.reason == "correct", (reply, s)
+
+
+def test_gpqa_strict_extraction(gpqa):
+    """simple-evals' pattern: no fallback to letters in running text."""
+    bench, exs = gpqa
+    ex = exs[0]
+    L = ex.answer
+    for reply in (
+        f"The correct option is ({L}).",
+        f"**{L}**",
+        f"{L}",
+        f"After checking, {L} is right.",
+        "Vitamin D deficiency explains it, as in option",  # cut off at the token cap
+        "Hmm. A careful reading of the options does not settle it.",
+        "The answer: a bit more thought is needed",
+    ):
+        s = bench.score(ex, reply)
+        assert not s.correct and s.extracted is None and s.reason == "no answer found", (reply, s)
 
 
 def test_gpqa_wrong_and_unparseable(gpqa):
@@ -110,11 +141,9 @@ def test_gpqa_wrong_and_unparseable(gpqa):
     other = next(L for L in "ABCD" if ex.answer != L)
     s = bench.score(ex, f"Considering {ex.answer} first, I reject it.\nAnswer: {other}")
     assert not s.correct and s.extracted == other and f"expected {ex.answer}" in s.feedback
+    assert s.reason == "wrong answer"
     s = bench.score(ex, "I am not sure about any of these.")
     assert not s.correct and s.extracted is None and "no answer letter" in s.feedback
-    s = bench.score(ex, "Hmm. A careful reading of the options does not settle it.")  # the article, no answer
-    assert not s.correct and s.extracted is None
-    assert bench.score(ex, f"After checking, {ex.answer} is right.").correct
 
 
 # ---- ARC -------------------------------------------------------------------------------------------
@@ -126,13 +155,15 @@ def test_arc_question_renders_real_task(arc):
     task = bench.tasks("evaluation")[ex.meta["task_id"]]
     assert render(task["train"][0]["input"]) in ex.question
     assert ex.question.count("Example ") == len(task["train"])
-    assert len(exs) == 419 and sum("#" in e.id for e in exs) > 0  # multi-test tasks give several examples
+    assert len(exs) == 400 and {e.id for e in exs} == set(bench.tasks("evaluation"))  # one example per task
+    multi = [e for e in exs if e.meta["n_outputs"] > 1]
+    assert multi and all("Test input 2:" in e.question and "Test output k:" in e.question for e in multi)
 
 
 def test_arc_correct_formats(arc):
     bench, exs = arc
-    for ex in exs[:15]:
-        g = ex.answer
+    for ex in [e for e in exs if e.meta["n_outputs"] == 1][:15]:
+        g = ex.answer[0]
         text = render(g)
         for reply in (
             f"The rule mirrors the shape.\n\nOutput:\n{text}",
@@ -143,22 +174,46 @@ def test_arc_correct_formats(arc):
             f"First a guess:\n{render([[9] * 2] * 2)}\n\nCorrected final grid:\n{text}\n",
             "\n".join(",".join(str(c) for c in r) for r in g),
             "\n".join("".join(str(c) for c in r) for r in g),
+            f"A guess:\n{render([[9] * 3] * 3)}\n---\n{text}\n",  # a markdown rule ends a grid
+            f"Output:\n{text}\n\n12\n",  # a stray number line after the grid
         ):
             s = bench.score(ex, reply)
-            assert s.correct and s.extracted == g, (ex.id, reply, s)
+            assert s.correct and s.value == 1.0 and s.extracted["outputs"][0]["grid"] == g, (ex.id, reply, s)
+
+
+def test_arc_multi_output_task_scores_fraction(arc):
+    bench, exs = arc
+    ex = next(e for e in exs if e.meta["n_outputs"] == 2)
+    a, b = ex.answer
+    bad = [row[:] for row in b]
+    bad[0][0] = (bad[0][0] + 1) % 10
+    s = bench.score(ex, f"Test output 1:\n{render(a)}\n\nTest output 2:\n{render(b)}\n")
+    assert s.correct and s.value == 1.0 and s.reason == "correct"
+    s = bench.score(ex, f"Test output 2:\n{render(bad)}\n\nTest output 1:\n{render(a)}\n")
+    assert not s.correct and s.value == 0.5 and s.reason == "1 of 2 outputs solved"
+    assert [o["solved"] for o in s.extracted["outputs"]] == [True, False]
+    s2 = bench.score(ex, f"Test output 2:\n{render(b)}\n")
+    assert s2.value == 0.5 and [o["solved"] for o in s2.extracted["outputs"]] == [False, True]
+    both = bench.combine_attempts(ex, [s, s2])  # pass@k per output: any attempt solving an output counts
+    assert both.correct and both.value == 1.0
+    assert bench.score(ex, f"{render(a)}\n\n{render(b)}\n").correct  # unlabelled: the last two grids in order
 
 
 def test_arc_wrong_and_unparseable(arc):
     bench, exs = arc
-    ex = next(e for e in exs if len(e.answer) > 2 and len(e.answer[0]) > 2)
-    g = [row[:] for row in ex.answer]
+    ex = next(e for e in exs if e.meta["n_outputs"] == 1 and len(e.answer[0]) > 2 and len(e.answer[0][0]) > 2)
+    want = ex.answer[0]
+    g = [row[:] for row in want]
     g[0][0] = (g[0][0] + 1) % 10
     s = bench.score(ex, f"Output:\n{render(g)}")
-    assert not s.correct and "1 of" in s.feedback and "cells differ" in s.feedback
-    s = bench.score(ex, f"Output:\n{render(ex.answer[:-1])}")
+    assert not s.correct and "1 of" in s.feedback and "cells differ" in s.feedback and s.reason == "wrong grid"
+    s = bench.score(ex, f"Output:\n{render(want[:-1])}")
+    assert not s.correct and "wrong shape" in s.feedback
+    s = bench.score(ex, f"Output:\n{render(want[:2])}\n---\n{render(want[2:])}")  # '---' no longer merges
     assert not s.correct and "wrong shape" in s.feedback
     s = bench.score(ex, "I think the pattern is a rotation but I cannot produce it.")
-    assert not s.correct and s.extracted is None and "no grid found" in s.feedback
+    assert not s.correct and s.extracted["outputs"][0]["grid"] is None and "no grid found" in s.feedback
+    assert s.reason == "no answer found"
 
 
 def test_arc_max_cells_filter():

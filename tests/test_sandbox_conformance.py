@@ -28,11 +28,18 @@ def test_passing_program(sandbox) -> None:
     assert r.duration_s > 0
 
 
-def test_failing_assert_names_assertion_error(sandbox) -> None:
+def test_failing_assert_names_the_test_and_the_value(sandbox) -> None:
     r = sandbox.run(Program("def f(x):\n    return x\n", "assert f(1) == 2\n"))
     assert not r.passed
-    assert r.reason.startswith("error:") and "AssertionError" in r.reason, r.reason
-    assert "Traceback" in r.output
+    assert r.reason == "failed: assert f(1) == 2 (got 1)", r.reason
+    assert (r.tests_run, r.tests_total) == (0, 1)
+
+
+def test_exception_in_a_test_has_a_traceback(sandbox) -> None:
+    r = sandbox.run(Program("def f(x):\n    return 1 / x\n", "assert f(1) == 1\nassert f(0) == 0\n"))
+    assert not r.passed and r.reason == "error: ZeroDivisionError: division by zero (in assert f(0) == 0)", r.reason
+    assert "Traceback" in r.output and 'File "main.py", line 2, in f' in r.output, r.output
+    assert (r.tests_run, r.tests_total) == (1, 2)
 
 
 def test_syntax_error(sandbox) -> None:
@@ -40,12 +47,12 @@ def test_syntax_error(sandbox) -> None:
     assert not r.passed and "SyntaxError" in r.reason, r.reason
 
 
-def test_runtime_error_and_exit_code(sandbox) -> None:
+def test_runtime_error_and_exits_never_pass(sandbox) -> None:
     r1, r2, r3 = sandbox.run_many([Program("print(undefined_name)", ""), Program("import sys; sys.exit(3)", ""),
                                    Program("import sys; sys.exit(0)", "")])
     assert "NameError" in r1.reason and not r1.passed
-    assert not r2.passed and r2.reason.startswith("error:")
-    assert r3.passed
+    assert not r2.passed and r2.reason == "exited before the end of the program (SystemExit(3))", r2.reason
+    assert not r3.passed and r3.reason == "exited before the end of the program (SystemExit(0))", r3.reason
 
 
 def test_timeout_returns_promptly(sandbox) -> None:

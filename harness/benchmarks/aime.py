@@ -1,10 +1,18 @@
-"""AIME 2025: 30 competition problems with integer answers 0-999; exact match on the extracted integer."""
+"""AIME 2025: 30 competition problems with integer answers 0-999.
+
+Extraction (strict): the reply's final answer is the last `\\boxed{...}` or, if it comes later, the last
+explicit "answer is ..."/"Answer: ..." statement (harness.answers.final_answer); nothing else in the reply
+counts, so a reply cut off before its final answer has none. The extracted text is parsed as an expression
+(harness.math_equiv.aime_answer): it must denote an integer 0-999, leading zeros allowed (`070` is 70,
+`\\frac{140}{2}` is 70); a box holding anything else is "not an integer 0-999", never a fallback to some
+other number in the reply. Equality with the gold is decided in harness.math_equiv.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness import answers, data, splits
+from harness import answers, data, math_equiv, splits
 from harness.benchmarks.base import Benchmark, Example, Score, Split, register
 
 FORMAT = "Put your final answer, an integer from 0 to 999, in \\boxed{}."
@@ -16,8 +24,8 @@ class AIME(Benchmark):
         "AIME 2025 (American Invitational Mathematics Examination): 30 hard competition math problems "
         "(algebra, geometry, number theory, combinatorics), each with a single integer answer from 0 to "
         "999. The model should reason step by step and end with the final integer in \\boxed{...}, "
-        "e.g. \\boxed{70}; the last boxed value (else 'Answer: N', else the last integer) is compared "
-        "exactly with the reference. Score: accuracy."
+        "e.g. \\boxed{70}; only the last boxed value (or a later explicit 'The answer is N') counts, and it "
+        "must be an integer 0-999 equal to the reference. Score: accuracy."
     )
     max_tokens = 2048
 
@@ -48,9 +56,13 @@ class AIME(Benchmark):
         ]
 
     def score(self, example: Example, response: str) -> Score:
-        got = answers.extract_int(response or "")
+        stated = answers.final_answer(response or "")
+        if stated is None:
+            return Score(0.0, False, "no answer found: end with the integer in \\boxed{}.", None, "no answer found")
+        got = math_equiv.aime_answer(stated)
         if got is None:
-            return Score(0.0, False, "no answer found: end with the integer in \\boxed{}.", None)
-        ok = got == example.answer
+            return Score(0.0, False, f"the final answer {stated[:80]!r} is not an integer from 0 to 999.", None,
+                         "not an integer 0-999")
+        ok = math_equiv.aime_equal(stated, example.answer)
         fb = f"correct: {got}" if ok else f"wrong: expected {example.answer}, got {got}"
-        return Score(float(ok), ok, fb, got)
+        return Score(float(ok), ok, fb, got, "correct" if ok else "wrong answer")

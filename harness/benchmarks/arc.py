@@ -1,15 +1,27 @@
-"""ARC-AGI-1: abstract grid puzzles; demonstrations as text, the predicted output grid must match exactly.
+"""ARC-AGI-1: abstract grid puzzles; demonstrations as text, the predicted output grids must match exactly.
 
-Option max_cells (default: no filter) keeps only examples whose demonstration grids, test input and
-expected output hold at most that many cells. A rendered cell costs about two tokens (digit and space), so
-max_cells=1200 suits a 4096-token context with a 1024-token reply (226 of 335 train examples and 171 of
-419 test examples have at most 1000 cells). The filter runs after splitting, so it never moves a task
-between splits.
+Scored per task, as the official ARC-AGI-1 scoring does: one Example per task (its id is the task id);
+a task with several test inputs shows them all and asks for one output grid per input, and the task
+counts by the fraction of its test outputs solved (Score.value; Score.correct when all are). The
+per-output verdicts stay in Score.extracted ({"outputs": [{"index", "solved", "grid"}, ...]}). pass@k is
+per output: `combine_attempts` merges the attempts at a task, an output counting as solved when any
+attempt solved it.
+
+Extraction (strict, harness.answers): for a one-output task, the last well-formed grid block in the reply
+(rows of digits; markdown rules such as `---` end a block, a stray number line after the grid is not a
+grid, a JSON list of lists on one line counts). For a task with n outputs, the grid after the last
+"Test output k" label for each k, else the last n grid blocks in order.
+
+Option max_cells (default: no filter) keeps only tasks whose demonstration grids, test inputs and expected
+outputs hold at most that many cells. A rendered cell costs about two tokens (digit and space), so
+max_cells=1200 suits a 4096-token context with a 1024-token reply. The filter runs after splitting, so it
+never moves a task between splits.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +41,10 @@ def cells(grid: Grid) -> int:
     return sum(len(row) for row in grid)
 
 
-def question(task: dict[str, Any], test_input: Grid) -> str:
+def question(task: dict[str, Any], test_inputs: Grid | list[Grid]) -> str:
+    """The prompt for a task: demonstrations, then the test input (or all of them, numbered)."""
+    if test_inputs and isinstance(test_inputs[0][0], int):
+        test_inputs = [test_inputs]  # one grid
     parts = [
         (
             "Find the rule that turns each input grid into its output grid, then apply it to the test "
@@ -38,12 +53,44 @@ def question(task: dict[str, Any], test_input: Grid) -> str:
     ]
     for k, pair in enumerate(task["train"], 1):
         parts.append(f"Example {k}\nInput:\n{render(pair['input'])}\nOutput:\n{render(pair['output'])}")
-    parts.append(f"Test input:\n{render(test_input)}")
-    parts.append(
-        "End your reply with the test output grid in the same format: one row per line, digits "
-        "separated by spaces."
-    )
+    if len(test_inputs) == 1:
+        parts.append(f"Test input:\n{render(test_inputs[0])}")
+        parts.append(
+            "End your reply with the test output grid in the same format: one row per line, digits "
+            "separated by spaces."
+        )
+    else:
+        for k, grid in enumerate(test_inputs, 1):
+            parts.append(f"Test input {k}:\n{render(grid)}")
+        parts.append(
+            f"There are {len(test_inputs)} test inputs. End your reply with their output grids in order, each "
+            f"after a line 'Test output k:' (k = 1..{len(test_inputs)}), in the same format: one row per line, "
+            "digits separated by spaces."
+        )
     return "\n\n".join(parts)
+
+
+def find_outputs(response: str, n: int) -> list[Grid | None]:
+    """The reply's grid for each of n test outputs (see the module docstring)."""
+    if n == 1:
+        g = answers.last_grid(response)
+        return [[[int(c) for c in row] for row in g] if g is not None else None]
+    labels = list(re.finditer(r"test\s+output\s*#?\s*(\d+)", response, flags=re.IGNORECASE))
+    found: list[Grid | None] = [None] * n
+    for k in range(n):
+        mine = [m for m in labels if int(m.group(1)) == k + 1]
+        if mine:
+            start = mine[-1].end()
+            nxt = [m.start() for m in labels if m.start() > start]
+            seg = response[start : min(nxt) if nxt else len(response)]
+            grids = answers.extract_grids(seg)
+            if grids:
+                found[k] = [[int(c) for c in row] for row in grids[0][1]]
+    if all(g is None for g in found):
+        grids = [g for _, g in answers.extract_grids(response)][-n:]
+        if len(grids) == n:
+            found = [[[int(c) for c in row] for row in g] for g in grids]
+    return found
 
 
 @register("arc")
@@ -53,7 +100,9 @@ class ARC(Benchmark):
         "coloured grids (digits 0-9, one row per line, digits separated by spaces) that follow a hidden "
         "transformation rule; the model must infer the rule and produce the output grid for a new test "
         "input. The last grid in the reply (plain rows of digits, or a JSON list of lists, fences are "
-        "fine) is compared exactly, shape included. Up to 3 attempts per example count (pass@3)."
+        "fine) is compared exactly, shape included; a task with several test inputs wants one grid per "
+        "input, each after 'Test output k:'. A task scores the fraction of its test outputs solved, up to "
+        "3 attempts per task (pass@3 per output)."
     )
     attempts = 3
     max_tokens = 1024
@@ -103,27 +152,63 @@ class ARC(Benchmark):
         for tid in ids:
             task = self.tasks(part)[tid]
             demo = sum(cells(p["input"]) + cells(p["output"]) for p in task["train"])
-            for k, pair in enumerate(task["test"]):
-                size = demo + cells(pair["input"]) + cells(pair["output"])
-                if self.max_cells is not None and size > self.max_cells:
-                    continue
-                eid = tid if len(task["test"]) == 1 else f"{tid}#{k}"
-                meta = {"task_id": tid, "part": part, "cells": size}
-                out.append(Example(eid, question(task, pair["input"]), pair["output"], meta))
+            size = demo + sum(cells(p["input"]) + cells(p["output"]) for p in task["test"])
+            if self.max_cells is not None and size > self.max_cells:
+                continue
+            inputs = [p["input"] for p in task["test"]]
+            outputs = [p["output"] for p in task["test"]]
+            meta = {"task_id": tid, "part": part, "cells": size, "n_outputs": len(outputs)}
+            out.append(Example(tid, question(task, inputs), outputs, meta))
         return out
 
     def score(self, example: Example, response: str) -> Score:
-        grid = answers.last_grid(response or "")
-        if grid is None:
-            return Score(0.0, False, "no grid found: end with the output grid, one row of digits per line.")
-        got = [[int(c) for c in row] for row in grid]
-        want: Grid = example.answer
-        if got == want:
-            return Score(1.0, True, "correct grid", got)
-        shape_got, shape_want = (len(got), len(got[0])), (len(want), len(want[0]))
-        if shape_got != shape_want:
-            fb = f"wrong shape: expected {shape_want[0]}x{shape_want[1]}, got {shape_got[0]}x{shape_got[1]}"
+        wants: list[Grid] = example.answer
+        got = find_outputs(response or "", len(wants))
+        outputs, feedback = [], []
+        for k, (g, want) in enumerate(zip(got, wants, strict=True)):
+            solved = g == want
+            outputs.append({"index": k, "solved": solved, "grid": g})
+            label = f"output {k + 1}: " if len(wants) > 1 else ""
+            if g is None:
+                feedback.append(f"{label}no grid found: end with the output grid, one row of digits per line.")
+            elif solved:
+                feedback.append(f"{label}correct grid")
+            else:
+                feedback.append(label + _difference(g, want))
+        return self._score(outputs, wants, feedback)
+
+    def _score(self, outputs: list[dict], wants: list[Grid], feedback: list[str]) -> Score:
+        n_ok = sum(o["solved"] for o in outputs)
+        value = n_ok / len(wants)
+        if all(o["grid"] is None for o in outputs):
+            reason = "no answer found"
+        elif n_ok == len(wants):
+            reason = "correct"
         else:
-            bad = sum(a != b for ra, rb in zip(got, want, strict=True) for a, b in zip(ra, rb, strict=True))
-            fb = f"wrong grid: {bad} of {cells(want)} cells differ"
-        return Score(0.0, False, f"{fb}\nexpected:\n{render(want)}", got)
+            reason = f"{n_ok} of {len(wants)} outputs solved" if len(wants) > 1 else "wrong grid"
+        return Score(value, n_ok == len(wants), "\n".join(feedback), {"outputs": outputs}, reason)
+
+    def combine_attempts(self, example: Example, scores: list[Score]) -> Score:
+        """pass@k per output: an output is solved when any attempt solved it (the last attempt's grids and
+        feedback are kept for the outputs no attempt solved)."""
+        if len(scores) <= 1 or not all(isinstance(s.extracted, dict) for s in scores):
+            return scores[-1]
+        outputs = [dict(o) for o in scores[-1].extracted["outputs"]]
+        for s in scores[:-1]:
+            for o in s.extracted["outputs"]:
+                if o["solved"] and not outputs[o["index"]]["solved"]:
+                    outputs[o["index"]] = dict(o)
+        lines = scores[-1].feedback.split("\n")
+        feedback = ["correct grid (an earlier attempt)" if o["solved"] and not last["solved"] else line
+                    for o, last, line in zip(outputs, scores[-1].extracted["outputs"], lines, strict=False)]
+        return self._score(outputs, example.answer, feedback)
+
+
+def _difference(got: Grid, want: Grid) -> str:
+    shape_got, shape_want = (len(got), len(got[0])), (len(want), len(want[0]))
+    if shape_got != shape_want:
+        fb = f"wrong shape: expected {shape_want[0]}x{shape_want[1]}, got {shape_got[0]}x{shape_got[1]}"
+    else:
+        bad = sum(a != b for ra, rb in zip(got, want, strict=True) for a, b in zip(ra, rb, strict=True))
+        fb = f"wrong grid: {bad} of {cells(want)} cells differ"
+    return f"{fb}\nexpected:\n{render(want)}"

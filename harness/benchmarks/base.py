@@ -56,6 +56,11 @@ class Benchmark:
         """Score a batch; benchmarks with expensive scoring (MBPP's sandbox) override this."""
         return [self.score(e, r) for e, r in zip(examples, responses, strict=True)]
 
+    def combine_attempts(self, example: Example, scores: list[Score]) -> Score:
+        """The verdict of a pass@k example from the scores of its attempts so far, in order. Default: the
+        last attempt (attempts stop at the first correct one). ARC overrides it: pass@k per test output."""
+        return scores[-1]
+
     def close(self) -> None:
         """Release resources (sandbox containers)."""
 

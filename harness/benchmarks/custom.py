@@ -1,10 +1,24 @@
-"""Custom tasks without code: a JSONL file of examples and a built-in scorer.
+"""Custom tasks without code: a file (or hub dataset) of examples and a built-in scorer.
 
-Each line: {"id": optional, "question" (or "input"): str, "answer": ..., "tests": optional str or list of
-asserts, "setup": optional str}. Options: path (the file; relative paths are tried against the working
-directory, then the data directory), scorer (exact | numeric | math | choice | python), description,
-task_name (shown as custom:<task_name>), rel_tol / abs_tol (numeric), choices (letters, default ABCD).
-Splits: seeded shuffle, train 0.4 / val 0.2 / test the rest (see harness.splits).
+Sources (harness.data.read_table): JSONL, JSON, CSV or Parquet files, or a hub dataset id with
+`source: hub`; the format comes from the suffix unless option `format` says. Each record needs a question
+and an answer (or tests, for the python scorer); option `fields` maps roles to columns like inspect-ai's
+FieldSpec, e.g. `fields: {question: problem, answer: solution_value, id: uid}`; without it the usual names
+are found (question/input/problem/prompt, answer/target/label, id/task_id/problem_id/unique_id,
+tests/test_list, setup/test_setup_code).
+
+Options: path (file or hub id; relative paths are tried against the working directory, then the data
+directory), format, fields, config and split (hub), scorer (exact | numeric | math | choice | python),
+description, task_name (shown as custom:<task_name>), rel_tol / abs_tol (numeric), choices (letters,
+default ABCD). Splits: seeded shuffle, train 0.4 / val 0.2 / test the rest (see harness.splits).
+
+Extraction and scoring, per scorer:
+- exact / math: the stated final answer, i.e. the last \\boxed{} or a later "answer is/Answer:" statement,
+  else the reply's last non-empty line; exact compares normalized text, math asks harness.math_equiv (the
+  one place that decides answer equality: math-verify plus the harness's rules);
+- numeric: the single number in the stated final answer, else a last line that is only a number;
+- choice: strict, as GPQA: an "Answer: X" statement or \\boxed{X}, never a letter in running text;
+- python: the reply's code run against the tests by the sandbox's runner (see harness.benchmarks.mbpp).
 """
 
 from __future__ import annotations
@@ -51,18 +65,23 @@ class Custom(SandboxUser, Benchmark):
         data.check_options(
             "custom",
             options,
-            ("path", "scorer", "description", "task_name", "rel_tol", "abs_tol", "choices", "max_tokens"),
+            ("path", "scorer", "description", "task_name", "rel_tol", "abs_tol", "choices", "max_tokens",
+             "format", "fields", "config", "split"),
         )
         Benchmark.__init__(self, data_dir, **options)
         SandboxUser.__init__(self, sandbox)
         if not options.get("path"):
             raise ConfigError(
-                "the custom benchmark needs option path: a JSONL file with one example per line."
+                "the custom benchmark needs option path: a JSONL, JSON, CSV or Parquet file (or a hub dataset "
+                "id with source: hub)."
             )
         self.scorer = options.get("scorer", "exact")
         if self.scorer not in SCORERS:
             raise ConfigError(f"custom scorer must be one of {', '.join(SCORERS)}, got {self.scorer!r}.")
-        self.path = self._find(str(options["path"]))
+        self.fields = data.FieldSpec(options.get("fields"))
+        hub = data.source_of(options) == "hub"
+        self.format = data.table_format(str(options["path"]), options.get("format"), hub=hub)
+        self.path = Path(str(options["path"])) if self.format == "hub" else self._find(str(options["path"]))
         if options.get("task_name"):
             self.name = f"custom:{options['task_name']}"
         self.description = options.get("description") or (
@@ -83,45 +102,51 @@ class Custom(SandboxUser, Benchmark):
         raise data.DatasetMissing(
             f"custom task file not found: looked for {p.resolve()}"
             + (" and in the data directory" if not p.is_absolute() else "")
-            + "; set option path to an existing JSONL file."
+            + "; set option path to an existing JSONL, JSON, CSV or Parquet file."
         )
 
     def examples(self) -> list[Example]:
         if self._examples is None:
             out, seen = [], set()
-            for n, row in data.iter_jsonl(self.path):
-                where = f"{self.path}, line {n}"
-                question = row.get("question", row.get("input"))
+            f = self.fields
+            rows = data.read_table(str(self.path), self.format, config=self.options.get("config"),
+                                   split=self.options.get("split"))
+            for n, (where, row) in enumerate(rows, 1):
+                question = f.get("question", row)
                 if not isinstance(question, str) or not question.strip():
-                    raise data.DataFormatError(f"{where}: needs a non-empty string 'question' (or 'input').")
-                eid = str(row.get("id", f"line{n}"))
+                    raise data.DataFormatError(f"{where}: needs a non-empty string {f.describe('question')} "
+                                               "(or map one with option fields: {question: <column>}).")
+                raw_id = f.get("id", row)
+                eid = str(raw_id) if raw_id is not None else f"line{n}"
                 if eid in seen:
                     raise data.DataFormatError(f"{where}: duplicate id {eid!r}.")
                 seen.add(eid)
                 if self.scorer == "python":
-                    tests = row.get("tests")
+                    tests = f.get("tests", row)
                     tests = [tests] if isinstance(tests, str) else tests
                     if not tests or not all(isinstance(t, str) for t in tests):
                         raise data.DataFormatError(
-                            f"{where}: the python scorer needs 'tests', a string or list of asserts."
+                            f"{where}: the python scorer needs {f.describe('tests')}, a string or list of asserts."
                         )
-                    meta = {"setup": str(row.get("setup", "")), "entry_point": entry_point(tests[0])}
+                    setup = f.get("setup", row)
+                    setup = "\n".join(setup) if isinstance(setup, list) else str(setup or "")
+                    meta = {"setup": setup, "entry_point": entry_point(tests[0])}
                     out.append(Example(eid, question, list(tests), meta))
                     continue
-                if "answer" not in row or row["answer"] is None:
-                    raise data.DataFormatError(f"{where}: needs an 'answer'.")
-                answer = row["answer"]
+                answer = f.get("answer", row)
+                if answer is None or (isinstance(answer, str) and not answer.strip()):
+                    raise data.DataFormatError(f"{where}: needs an {f.describe('answer')} "
+                                               "(or map one with option fields: {answer: <column>}).")
                 if self.scorer == "numeric":
                     try:
                         answer = float(str(answer).replace(",", ""))
                     except ValueError:
                         raise data.DataFormatError(f"{where}: answer {answer!r} is not a number.") from None
                 if self.scorer == "choice":
-                    answer = str(answer).strip().strip("()").upper()
-                    if answer not in self.choices or len(answer) != 1:
-                        raise data.DataFormatError(
-                            f"{where}: answer {row['answer']!r} is not one of {self.choices}."
-                        )
+                    letter = str(answer).strip().strip("()").upper()
+                    if letter not in self.choices or len(letter) != 1:
+                        raise data.DataFormatError(f"{where}: answer {answer!r} is not one of {self.choices}.")
+                    answer = letter
                 out.append(Example(eid, question, answer, {"line": n}))
             if not out:
                 raise ConfigError(f"{self.path}: no examples.")
@@ -165,6 +190,6 @@ class Custom(SandboxUser, Benchmark):
                 math_equal(got, str(want)) if self.scorer == "math" else normalize(got) == normalize(want)
             )
         if got is None:
-            return Score(0.0, False, f"no answer found (expected {want}).", None)
+            return Score(0.0, False, f"no answer found (expected {want}).", None, "no answer found")
         fb = f"correct: {got}" if ok else f"wrong: expected {want}, got {got}"
-        return Score(float(ok), ok, fb, got)
+        return Score(float(ok), ok, fb, got, "correct" if ok else "wrong answer")

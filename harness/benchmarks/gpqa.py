@@ -1,4 +1,11 @@
-"""GPQA Diamond: 198 graduate-level science multiple-choice questions, options shuffled per seed."""
+"""GPQA Diamond: 198 graduate-level science multiple-choice questions, options shuffled per seed.
+
+Extraction (strict, simple-evals' answer pattern): an `Answer: X` statement, case-insensitive (`answer: c`),
+markdown bold and brackets allowed (`**Answer:** (B)`), or `\\boxed{X}`; when there are several, the last
+counts. There is no fallback to letters in running text ("vitamin D", the article "A"), so a reply without
+an explicit answer, such as one cut off at the token cap, scores "no answer found" (0) rather than a
+chance guess.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ class GPQA(Benchmark):
         "GPQA Diamond: 198 very hard, 'Google-proof' multiple-choice questions written by PhD experts in "
         "biology, chemistry and physics. Each question has four options A-D (in a seeded random order); "
         "exactly one is correct. The model should reason and end with a line 'Answer: X' where X is the "
-        "letter (\\boxed{X}, '(X)' or '**X**' are also accepted; otherwise the last standalone A-D "
+        "letter (case does not matter; \\boxed{X} is also accepted; a letter elsewhere in the text never "
         "counts). Score: accuracy."
     )
     max_tokens = 1024
@@ -66,7 +73,8 @@ class GPQA(Benchmark):
     def score(self, example: Example, response: str) -> Score:
         got = answers.extract_letter(response or "", LETTERS)
         if got is None:
-            return Score(0.0, False, "no answer letter found: end with 'Answer: X' (X in A-D).", None)
+            return Score(0.0, False, "no answer letter found: end with 'Answer: X' (X in A-D).", None,
+                         "no answer found")
         ok = got == example.answer
         fb = f"correct: {got}" if ok else f"wrong: expected {example.answer}, got {got}"
-        return Score(float(ok), ok, fb, got)
+        return Score(float(ok), ok, fb, got, "correct" if ok else "wrong answer")

@@ -1,4 +1,13 @@
-"""MBPP: basic Python programming problems; the reply's code runs against the task's asserts in a sandbox."""
+"""MBPP: basic Python programming problems; the reply's code runs against the task's asserts in a sandbox.
+
+Extraction: the last fenced Python block that defines the function the tests call (else the longest
+Python block; an unclosed fence, as in a reply cut off at the token cap, runs to the end), else bare code
+at the start of a line (harness.answers.extract_code). Scoring: the sandbox's runner executes setup, then
+the program, then each test statement itself, and a program passes only when the runner recorded that
+every test executed and held after the program returned control (never from an exit status; see
+sandboxes/image/runner.py). Score.reason is the runner's reason ("passed", "failed: <assert> (got ...)",
+"exited before tests ran (...)", "tampered: ...", "timeout", ...).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +37,8 @@ def feedback(result: RunResult, n_tests: int) -> str:
     if result.passed:
         return f"passed all {n_tests} tests"
     tail = result.output.strip()[-600:]
-    return f"failed: {result.reason}" + (f"\n{tail}" if tail else "")
+    head = result.reason if result.reason.startswith("failed") else f"failed: {result.reason}"
+    return head + (f"\n{tail}" if tail else "")
 
 
 class SandboxUser:
@@ -69,10 +79,11 @@ def run_code(user: SandboxUser, items: list[tuple[str | None, str, str, int]]) -
     scores = []
     for i, (code, _tests, _setup, n) in enumerate(items):
         if not code:
-            scores.append(Score(0.0, False, "no code found: put the function in a ```python block.", None))
+            scores.append(Score(0.0, False, "no code found: put the function in a ```python block.", None,
+                                "no code found"))
             continue
         r = results[i]
-        scores.append(Score(float(r.passed), r.passed, feedback(r, n), code))
+        scores.append(Score(float(r.passed), r.passed, feedback(r, n), code, r.reason))
     return scores
 
 

@@ -1,5 +1,10 @@
 """Sudoku: seeded puzzles with a unique solution (4x4 or 9x9, chosen number of blanks); any valid
 completion that keeps the givens counts. Option source=norvig uses Norvig's hard 9x9 sets as the test split.
+
+Extraction (strict, harness.answers.last_grid): the last well-formed n x n grid block in the reply. Box
+separators inside a grid (`------+------`, `|`) are skipped; a markdown rule (`---`) ends a block, and
+blocks split only by such rules are joined when together they make exactly n x n; a stray number line
+after the grid is not a grid. Cells are digits ('.' or 0 for a blank, which fails).
 """
 
 from __future__ import annotations
@@ -224,9 +229,10 @@ class Sudoku(Benchmark):
         n = example.meta["size"]
         grid = answers.last_grid(response or "", cell=r"[0-9.]", shape=(n, n))
         if grid is None:
-            return Score(0.0, False, f"no {n}x{n} grid found: end with {n} lines of {n} digits.", None)
+            return Score(0.0, False, f"no {n}x{n} grid found: end with {n} lines of {n} digits.", None,
+                         "no answer found")
         got = [[int(ch) if ch.isdigit() else 0 for ch in row] for row in grid]
         broken = check(got, example.meta["givens"])
         if broken:
-            return Score(0.0, False, f"invalid: {broken}", got)
-        return Score(1.0, True, "valid solution", got)
+            return Score(0.0, False, f"invalid: {broken}", got, "invalid grid")
+        return Score(1.0, True, "valid solution", got, "correct")
