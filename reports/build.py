@@ -1,0 +1,75 @@
+"""Read an experiment from MLflow, compute the tables, draw the figures, write Markdown and HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports import analysis, plots, render
+
+
+def best_cell(report: analysis.Report) -> pd.Series | None:
+    """The cell with the best test accuracy among SePO cells (among all cells if there are none)."""
+    if report.scores.empty:
+        return None
+    acc = report.scores.groupby("run_id").score.mean()
+    cells = report.cells.set_index("run_id")
+    sepo = [r for r in acc.index if analysis.is_sepo(cells.loc[r, "method"])]
+    pick = acc[sepo] if sepo else acc
+    run_id = pick.idxmax()
+    row = cells.loc[run_id].copy()
+    row["run_id"], row["accuracy"] = run_id, float(pick[run_id])
+    return row
+
+
+def figures(data: Any, report: analysis.Report, out: Path) -> dict[str, Path]:
+    figs = {"best_by_generation": plots.best_by_generation(data.candidates, report.cells,
+                                                           out / "best_by_generation.png"),
+            "accuracy_vs_cost": plots.accuracy_vs_cost(report.cost, out / "accuracy_vs_cost.png")}
+    best = best_cell(report)
+    if best is not None and len(data.candidates):
+        cands = data.candidates[data.candidates.run_id == best["run_id"]]
+        title = (f"Lineage: {best['method']} on {best['benchmark']}, seed {best['seed']} "
+                 f"(test {100 * best['accuracy']:.1f}%)")
+        figs["lineage"] = plots.lineage_tree(cands, out / "lineage.png", title)
+    else:
+        figs["lineage"] = plots.lineage_tree(pd.DataFrame(), out / "lineage.png", "Lineage")
+    return figs
+
+
+def tables(report: analysis.Report) -> list[render.Table]:
+    out = [render.table1(report),
+           render.comparisons(report.comparisons, "Paired comparisons per benchmark", "comparisons",
+                              render.COMPARISON_NOTE)]
+    held = render.heldout(report)
+    if held is not None:
+        out.append(held)
+    if not report.ablations.empty:
+        out.append(render.comparisons(report.ablations, "Ablations against the full method", "ablations",
+                                      render.COMPARISON_NOTE.replace("this table", "the ablation table")))
+    out.append(render.cost(report))
+    return out
+
+
+def build_report(uri: str | None, experiment: str, out_dir: str | Path) -> dict[str, Path]:
+    from harness.tracking import load_experiment
+
+    data = load_experiment(uri, experiment)
+    report = analysis.build(data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = figures(data, report, out)
+    tabs = tables(report)
+    settings = render.settings_rows(data.settings, data.uri, experiment, report)
+    title = f"SePO benchmark report: {experiment}"
+    md = out / "report.md"
+    md.write_text(render.markdown(title, report.warnings, settings, tabs, figs), encoding="utf-8")
+    page = out / "report.html"
+    page.write_text(render.html_page(title, report.warnings, settings, tabs, figs,
+                                     data.settings.get("config_text", "")), encoding="utf-8")
+    for name, frame in (("table1", report.table1), ("comparisons", report.comparisons), ("cost", report.cost),
+                        ("heldout", report.heldout), ("ablations", report.ablations)):
+        frame.to_csv(out / f"{name}.csv", index=False)
+    return {"markdown": md, "html": page, **figs}

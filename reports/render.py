@@ -1,0 +1,276 @@
+"""Markdown and self-contained HTML (figures embedded as data URIs) from a Report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports import stats
+from reports.analysis import Report
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    key: str = ""  # an id for the HTML (tests look tables up by it)
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(v) else f"{100 * v:.{digits}f}"
+
+
+def pval(p: Any) -> str:
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        return "–"
+    if math.isnan(v):
+        return "–"
+    return "<0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def num(x: Any) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    if math.isnan(v):
+        return "–"
+    if abs(v) >= 100 or v == int(v):
+        return f"{v:,.0f}"
+    return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
+
+
+def table1(r: Report) -> Table:
+    cols = [*r.benchmarks, "Average"] if len(r.benchmarks) > 1 else list(r.benchmarks)
+    t = r.table1.set_index(["method", "benchmark"]) if len(r.table1) else None
+    rows = []
+    for m in r.methods:
+        row = [m]
+        for b in cols:
+            if t is None or (m, b) not in t.index:
+                row.append("–")
+                continue
+            e = t.loc[(m, b)]
+            if e["n_seeds"] == 0:
+                row.append("–")
+                continue
+            mark = "**" if e["best"] else ""
+            n = f"{int(e['n_items'])} items" if b == "Average" else f"n={int(e['n_seeds'])}×{_per_seed(r, m, b)}"
+            row.append(f"{mark}{pct(e['mean'])}{mark} [{pct(e['lo'])}, {pct(e['hi'])}] {n}")
+        rows.append(row)
+    return Table("Table 1: test accuracy (%)", ["Method", *cols], rows, key="table1", note=(
+        "Mean over seeds of the per-seed test accuracy, with a 95% percentile bootstrap interval (seeds and "
+        "items resampled; one seed: items), in percentage points. n = seeds × test items per seed. "
+        "Bold: best in the column. Average: mean over benchmarks, its interval from the same resamples."))
+
+
+def _per_seed(r: Report, method: str, bench: str) -> str:
+    sub = r.scores[(r.scores.method == method) & (r.scores.benchmark == bench)]
+    sizes = sorted(set(sub.groupby("seed").size()))
+    if not sizes:
+        return "0"
+    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+
+
+def comparisons(df: pd.DataFrame, title: str, key: str, note: str) -> Table:
+    rows = []
+    for _, c in df.iterrows():
+        ratio = c["odds_ratio"]
+        rows.append([c["benchmark"], c["method"], c["versus"], c["test"], str(int(c["n"])),
+                     f"{pct(c['acc_method'])} vs {pct(c['acc_versus'])}",
+                     f"{'+' if c['diff'] > 0 else ''}{pct(c['diff'])} [{pct(c['diff_lo'])}, {pct(c['diff_hi'])}]",
+                     f"{int(c['b'])}/{int(c['c'])}" + (f" (OR {ratio:.2f})" if isinstance(ratio, float)
+                                                       and math.isfinite(ratio) else ""),
+                     pval(c["p"]), pval(c["p_holm"]), pct(c["mdd"]), c["verdict"]])
+    return Table(title, ["Benchmark", "Method", "Versus", "Test", "n", "Accuracy (%)", "Difference (pp) [95% CI]",
+                         "b/c", "p", "p (Holm)", "MDD (pp)", "Verdict"], rows, note=note, key=key)
+
+
+COMPARISON_NOTE = (
+    "Items matched on (seed, example id). Exact McNemar: b = items only the method solved, c = items only the "
+    "other solved (OR = b/c). p (Holm): Holm-adjusted over every row of this table. MDD: the smallest true "
+    "difference this many matched items would detect with 80% power at alpha = 0.05; an observed difference "
+    "below it is one the run cannot tell apart from none.")
+
+
+def heldout(r: Report) -> Table | None:
+    if r.heldout.empty:
+        return None
+    rows = []
+    for (m, targets), g in r.heldout.groupby(["method", "targets"], sort=False):
+        cells = {row.benchmark: f"{pct(row.mean)} [{pct(row.lo)}, {pct(row.hi)}] n={row.n_seeds}"
+                 for row in g.itertuples()}
+        pool = ",".join(sorted({v for v in g.target_in_pool if v}))
+        rows.append([m, targets, *[cells.get(b, "–") for b in r.benchmarks], pool or "–"])
+    return Table("Held-out generalization (Table 2 shape): test accuracy (%)",
+                 ["Method", "Targets", *r.benchmarks, "Target in pool"], rows, key="heldout", note=(
+                     "Held-in: the target was in the prompt agent's pre-training pool; held-out: it was kept out "
+                     "(tags sepo.held_out and sepo.target_in_pool of each cell)."))
+
+
+def cost(r: Report) -> Table:
+    rows = []
+    for _, c in r.cost.iterrows():
+        rows.append([c["method"], c["benchmark"], str(int(c["cells"])), pct(c.get("accuracy")),
+                     num(c.get("requests")), num(c.get("tokens")), num(c.get("usd")), num(c.get("evaluations")),
+                     num(c.get("usd_total"))])
+    return Table("Cost per cell (mean over seeds)", ["Method", "Benchmark", "Cells", "Accuracy (%)", "Requests",
+                                                     "Tokens", "Dollars", "Evaluations", "Dollars, all seeds"],
+                 rows, key="cost", note="From each cell's metrics (both roles: task and prompt agent).")
+
+
+def settings_rows(settings: dict[str, Any], uri: str, experiment: str, r: Report) -> list[tuple[str, str]]:
+    cfg = settings.get("config") or {}
+    code = settings.get("code_version") or {}
+    llm = cfg.get("llm") or {}
+
+    def model(role: str) -> str:
+        e = llm.get(role) or {}
+        name = e.get("model") or e.get("local_model") or "default embedded model"
+        where = "embedded llama.cpp" if not e.get("base_url") else "endpoint"
+        temp = e.get("temperature")
+        return f"{name} ({where}" + (f", temperature {temp}" if temp is not None else "") + ")"
+
+    seeds = sorted({int(s) for s in r.cells.seed}) if len(r.cells) else []
+    rows = [("Experiment", f"{experiment} ({uri})"),
+            ("Code version", ", ".join(f"{k} {v}" for k, v in code.items()) or "not recorded"),
+            ("Seeds", ", ".join(map(str, seeds)) or "–"),
+            ("Methods", ", ".join(r.methods) or "–"), ("Benchmarks", ", ".join(r.benchmarks) or "–"),
+            ("Task model", model("task")), ("Prompt model", model("prompt"))]
+    budget = {k: v for k, v in (llm.get("budget") or {}).items() if v is not None}
+    rows.append(("Budget caps", ", ".join(f"{k} {v}" for k, v in budget.items()) or "none"))
+    for m, s in (cfg.get("methods") or {}).items():
+        rows.append((f"Settings of {m}", json.dumps(s, sort_keys=True) if s else "defaults"))
+    return rows
+
+
+def figure_notes() -> dict[str, str]:
+    return {"best_by_generation": "Best training-minibatch score reached by each generation (running maximum within "
+                                  "a cell, mean over the method's cells); task-prompt candidates only.",
+            "accuracy_vs_cost": "Mean test accuracy against mean cost per cell, per method and benchmark.",
+            "lineage": "The archive of the cell with the best test accuracy among SePO cells (any cell if none)."}
+
+
+# ---------------------------------------------------------------------------------------- markdown
+
+
+def _md_table(t: Table) -> str:
+    def cell(s: str) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+    lines = [f"### {t.title}", "", "| " + " | ".join(map(cell, t.headers)) + " |",
+             "|" + "|".join("---" for _ in t.headers) + "|"]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in t.rows]
+    if not t.rows:
+        lines.append("| " + " | ".join(["(none)"] + [""] * (len(t.headers) - 1)) + " |")
+    if t.note:
+        lines += ["", f"_{t.note}_"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(title: str, warnings: list[str], settings: list[tuple[str, str]], tables: list[Table],
+             figures: dict[str, Path]) -> str:
+    out = [f"# {title}", ""]
+    out += [f"> **Warning:** {w}" for w in warnings]
+    out += ["", "## Settings", "", "| | |", "|---|---|"]
+    out += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in settings]
+    out += ["", "## Results", ""]
+    out += [_md_table(t) for t in tables]
+    out += ["## Figures", ""]
+    notes = figure_notes()
+    for name, path in figures.items():
+        out += [f"![{name}]({path.name})", "", f"_{notes.get(name, '')}_", ""]
+    out += ["## Statistics", "", (stats.__doc__ or "").split("Conventions (the report states them too):")[-1].strip()]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- html
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;
+padding:0 16px}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+.banner{background:#fff3cd;border:1px solid #e0b100;border-left:6px solid #e0b100;padding:10px 14px;margin:8px 0;
+border-radius:4px}
+table{border-collapse:collapse;margin:8px 0 4px;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
+td.best{font-weight:700;background:#e6f4ea !important}
+.note{color:#555;font-size:12px;max-width:1000px}
+figure{margin:16px 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:12px}
+.broken{outline:4px solid red}
+pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
+"""
+
+# Marks an image that failed to decode (a red outline and a body attribute the screenshot script reads).
+CHECK_JS = """
+window.addEventListener('load', function () {
+  var bad = 0;
+  document.querySelectorAll('img').forEach(function (img) {
+    if (!img.complete || img.naturalWidth === 0) { img.classList.add('broken'); bad++; }
+  });
+  document.body.setAttribute('data-images', document.images.length);
+  document.body.setAttribute('data-broken-images', bad);
+  document.body.setAttribute('data-tables', document.querySelectorAll('table.report').length);
+});
+"""
+
+
+def _html_table(t: Table) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in t.headers)
+    body = []
+    for row in t.rows:
+        tds = []
+        for v in row:
+            s = str(v)
+            if s.startswith("**"):
+                inner = s[2:].replace("**", "", 1)
+                tds.append(f'<td class="best">{e(inner)}</td>')
+            else:
+                tds.append(f"<td>{e(s)}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    if not t.rows:
+        body.append(f'<tr><td colspan="{len(t.headers)}">(none)</td></tr>')
+    note = f'<p class="note">{e(t.note)}</p>' if t.note else ""
+    return (f'<h3>{e(t.title)}</h3>\n<table class="report" id="{e(t.key)}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>{note}")
+
+
+def html_page(title: str, warnings: list[str], settings: list[tuple[str, str]], tables: list[Table],
+              figures: dict[str, Path], config_text: str = "") -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+             f"<style>{CSS}</style><script>{CHECK_JS}</script></head><body>", f"<h1>{e(title)}</h1>"]
+    parts += [f'<div class="banner"><b>Warning:</b> {e(w)}</div>' for w in warnings]
+    parts.append("<h2>Settings</h2><table class='settings'>")
+    parts += [f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in settings]
+    parts.append("</table>")
+    if config_text:
+        parts.append(f"<details><summary>Experiment file</summary><pre>{e(config_text)}</pre></details>")
+    parts.append("<h2>Results</h2>")
+    parts += [_html_table(t) for t in tables]
+    parts.append("<h2>Figures</h2>")
+    notes = figure_notes()
+    for name, path in figures.items():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f'<figure id="fig-{e(name)}"><img alt="{e(name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{e(notes.get(name, ''))}</figcaption></figure>")
+    doc = (stats.__doc__ or "").split("Conventions (the report states them too):")[-1].strip()
+    parts.append(f"<h2>Statistics</h2><pre>{e(doc)}</pre></body></html>")
+    return "\n".join(parts)
