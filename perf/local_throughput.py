@@ -68,26 +68,37 @@ def measure(srv: LlamaServer, msgs: list[list[dict[str, str]]], max_tokens: int,
 
 
 def compare(args: argparse.Namespace, msgs: list[list[dict[str, str]]]) -> None:
+    """Alternating rounds (python, native, python, ...) so a change of machine load hits both alike."""
     slots = DEFAULT_PARALLEL[args.model]
-    print(f"{args.model}: {len(msgs)} MBPP prompts, greedy, max_tokens {args.max_tokens}; {os.cpu_count()} cores")
-    with LlamaServer(args.model, backend="python") as srv:
-        before = load()
-        py, py_texts = measure(srv, msgs, args.max_tokens, 1)
-    print(f"python server   concurrency 1: {py:6.1f} generated tok/s   ({before} -> {load()})")
-    with LlamaServer(args.model, parallel=slots) as srv:
-        before = load()
-        nat, nat_texts = measure(srv, msgs, args.max_tokens, slots)
-        if args.native_c1:
-            before1 = load()
-            nat1, nat1_texts = measure(srv, msgs, args.max_tokens, 1)
-    print(f"native server   concurrency {slots}: {nat:6.1f} generated tok/s   ({before} -> {load()})")
-    same = sum(a == b for a, b in zip(py_texts, nat_texts, strict=True))
-    print(f"identical greedy replies python vs native (batched, {slots} slots): {same}/{len(msgs)}")
-    if args.native_c1:
-        same1 = sum(a == b for a, b in zip(py_texts, nat1_texts, strict=True))
-        print(f"native server   concurrency 1: {nat1:6.1f} generated tok/s   ({before1})")
-        print(f"identical greedy replies python vs native at concurrency 1: {same1}/{len(msgs)}")
-    print(f"ratio native/python: {nat / py:.2f}")
+    print(f"{args.model}: {len(msgs)} MBPP prompts, greedy, max_tokens {args.max_tokens}; {os.cpu_count()} cores",
+          flush=True)
+    py_rates, nat_rates = [], []
+    for r in range(args.rounds):
+        with LlamaServer(args.model, backend="python") as srv:
+            before = load()
+            py, py_texts = measure(srv, msgs, args.max_tokens, 1)
+        py_rates.append(py)
+        print(f"python server   concurrency 1: {py:6.1f} generated tok/s   ({before} -> {load()})", flush=True)
+        with LlamaServer(args.model, parallel=slots) as srv:
+            before = load()
+            nat, nat_texts = measure(srv, msgs, args.max_tokens, slots)
+            print(f"native server   concurrency {slots}: {nat:6.1f} generated tok/s   ({before} -> {load()})",
+                  flush=True)
+            if args.native_c1 and r == 0:
+                before = load()
+                nat1, nat1_texts = measure(srv, msgs, args.max_tokens, 1)
+                print(f"native server   concurrency 1: {nat1:6.1f} generated tok/s   ({before} -> {load()})",
+                      flush=True)
+        nat_rates.append(nat)
+        if r == 0:
+            same = sum(a == b for a, b in zip(py_texts, nat_texts, strict=True))
+            print(f"identical greedy replies, python vs native with {slots} slots busy: {same}/{len(msgs)}")
+            if args.native_c1:
+                same1 = sum(a == b for a, b in zip(py_texts, nat1_texts, strict=True))
+                print(f"identical greedy replies, python vs native at concurrency 1: {same1}/{len(msgs)}")
+    if args.rounds > 1:
+        print(f"per round ratios: {' '.join(f'{n / p:.2f}' for n, p in zip(nat_rates, py_rates, strict=True))}")
+    print(f"ratio native/python: {sum(nat_rates) / sum(py_rates):.2f}")
 
 
 def sweep(args: argparse.Namespace, msgs: list[list[dict[str, str]]]) -> None:
@@ -122,6 +133,7 @@ def main() -> None:
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--n", type=int, default=16, help="prompts (MBPP test problems)")
     ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--rounds", type=int, default=1, help="alternating python/native rounds")
     ap.add_argument("--native-c1", action="store_true", help="also the native server at concurrency 1")
     ap.add_argument("--slots", help="comma-separated slot counts: sweep the native server only")
     ap.add_argument("--two-models", action="store_true", help="thread sharing with both default models loaded")
