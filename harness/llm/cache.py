@@ -3,6 +3,12 @@
 The key is a sha256 over everything that determines a reply: model, messages, sampling
 parameters, seed and sample index. Base URLs and API keys are not part of the key and
 are never written: replicas of one model share entries, and no secret reaches the disk.
+
+Modes: `read-write` (default), `read-only` (hits served, nothing written), `off`, and `replay`: every
+reply must come from the cache (a recorded run, e.g. perf/regression/); a miss is an error instead of a
+request, no model server is started, and the first time a process serves an entry it is accounted as
+the paid request it was when recorded (later serves of it as cache hits, as in the live run), so
+requests, tokens and budget caps come out as they did in the recorded run.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-CacheMode = Literal["read-write", "read-only", "off"]
+CacheMode = Literal["read-write", "read-only", "off", "replay"]
 
 
 def cache_key(model: str, messages: list[dict], params: dict[str, Any], sample: int) -> str:
@@ -32,6 +38,7 @@ class ResponseCache:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._served: set[str] = set()  # replay: keys this process has served
         if mode != "off":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -47,6 +54,14 @@ class ResponseCache:
         with self._lock:
             row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def first_serve(self, key: str) -> bool:
+        """Replay mode: True the first time this process serves `key` (the recorded run paid for it then)."""
+        with self._lock:
+            if key in self._served:
+                return False
+            self._served.add(key)
+            return True
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         if self._db is None or self.mode != "read-write":

@@ -29,6 +29,10 @@ class LLMError(RuntimeError):
     """A request that cannot succeed by retrying (bad key, unknown model, bad request)."""
 
 
+class ReplayMiss(LLMError):
+    """Replay mode (llm.cache.mode: replay): a request whose reply was never recorded."""
+
+
 @dataclass(frozen=True)
 class ChatResult:
     text: str
@@ -117,10 +121,14 @@ class LLMClient:
         """One chat completion. `sample` distinguishes repeated draws of the same request."""
         params = self._params(temperature, max_tokens, seed)
         key = cache_key(self.model, messages, params, sample)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+        hit = self.cache.get(key) if self.cache is not None else None
+        replay = self.cache is not None and self.cache.mode == "replay"
+        if hit is not None and not (replay and self.cache.first_serve(key)):
             self.ledger.record_hit(self.role)
             return ChatResult(hit["text"], hit["prompt_tokens"], hit["completion_tokens"], True, 0.0,
                               hit.get("finish_reason"))
+        if replay:
+            return self._replayed(hit, key)
         self.ledger.start_request()
         async with self._sem:
             self._in_flight += 1
@@ -135,6 +143,18 @@ class LLMClient:
                                  "completion_tokens": result.completion_tokens,
                                  "finish_reason": result.finish_reason})
         return result
+
+    def _replayed(self, hit: dict[str, Any] | None, key: str) -> ChatResult:
+        """Replay mode: the recorded reply, accounted as the paid request it was; a miss is an error."""
+        if hit is None:
+            raise ReplayMiss(f"The replay cache {self.cache.path} has no recorded reply for this {self.role} request "
+                             f"(model {self.model}, key {key[:12]}): the code now asks something the recording "
+                             "never did; re-record the cache if that change is intended.")
+        self.ledger.start_request()
+        pt, ct = hit["prompt_tokens"], hit["completion_tokens"]
+        usd = self._cost(pt, ct)
+        self.ledger.record(self.role, pt, ct, usd)
+        return ChatResult(hit["text"], pt, ct, False, usd, hit.get("finish_reason"))
 
     async def _with_retries(self, messages: list[dict[str, str]], params: dict[str, Any]) -> ChatResult:
         e = self.endpoint

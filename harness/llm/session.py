@@ -80,7 +80,7 @@ def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = Tr
     for role, ep in roles.items():  # keys first: cheapest check, before any server starts
         if not ep.embedded:
             resolve_api_key(ep, role)
-    if preflight:
+    if preflight and cfg.cache.mode != "replay":
         for role, ep in roles.items():
             if not ep.embedded:
                 check_reachable(ep, role)
@@ -88,10 +88,13 @@ def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = Tr
     cache = ResponseCache(cfg.cache.path, cfg.cache.mode)
     with ExitStack() as stack:
         stack.callback(cache.close)
-        servers = _start_servers(cfg, roles, stack)
+        servers = _start_servers(cfg, roles, stack) if cfg.cache.mode != "replay" else {}
         clients: dict[str, LLMClient] = {}
         for role, ep in roles.items():
-            if ep.embedded:
+            if ep.embedded and cfg.cache.mode == "replay":  # recorded replies only: no server is started
+                clients[role] = LLMClient(ep, role=role, ledger=ledger, cache=cache, model=ep.local_model
+                                          or DEFAULT_LOCAL[role], base_urls=["http://replay.invalid/v1"])
+            elif ep.embedded:
                 srv = servers[ep.local_model or DEFAULT_LOCAL[role]]
                 # as many requests in flight as the server has slots: more would only queue there
                 ep = ep.model_copy(update={"max_concurrency": srv.parallel,
