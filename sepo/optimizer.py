@@ -43,7 +43,7 @@ from sepo.agent import PromptAgent, initial_prompt_agent
 from sepo.archive import Entry
 from sepo.evolve import EvolveResult, EvolveSettings
 from sepo.pools import canonical, resolve_pool
-from sepo.stages import check_train_size, finetune, pretrain
+from sepo.stages import finetune, fit_feedback, pretrain
 
 
 class SePOSettings(EvolveSettings):
@@ -198,11 +198,10 @@ class SePO:
             return Path(context.shared_dir) / "sepo-pstar"
         return None
 
-    def _pretrain_config(self) -> dict[str, Any]:
+    def _pretrain_config(self, pre: EvolveSettings, task_side: int) -> dict[str, Any]:
         s = self.settings
-        return {"search": s.pretrain_settings().model_dump(), "temperature": s.temperature,
-                "agent_max_tokens": s.agent_max_tokens, "lenient_tags": s.lenient_tags,
-                "task_feedback_per_side": s.feedback_per_side}
+        return {"search": pre.model_dump(), "temperature": s.temperature, "agent_max_tokens": s.agent_max_tokens,
+                "lenient_tags": s.lenient_tags, "task_feedback_per_side": task_side}
 
     # ---- p~ -----------------------------------------------------------------------------------
     def prompt_agent_for(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
@@ -226,9 +225,12 @@ class SePO:
         pool_seed = s.pretrain_seed if s.pretrain_seed is not None else seed
         pool = self._open_pool(names, pool_seed, task, context, stack)
         pre = s.pretrain_settings()
-        for t in pool:
-            check_train_size(t, pre, extra_shown=2 * s.feedback_per_side)
-        key = artifact.artifact_key(s.variant, pool, pool_seed, prompt_llm, p0, self._pretrain_config())
+        fits = [fit_feedback(t, pre.shape[1], pre.minibatch, pre.feedback_per_side, s.feedback_per_side)
+                for t in pool]
+        pre = pre.model_copy(update={"feedback_per_side": min(f[0] for f in fits)})
+        task_side = min(f[1] for f in fits)
+        key = artifact.artifact_key(s.variant, pool, pool_seed, prompt_llm, p0,
+                                    self._pretrain_config(pre, task_side))
         draft = artifact.provenance(key, pool)
         where = "(not yet written)"
         store = self._store(context)
@@ -237,14 +239,15 @@ class SePO:
             where = str(d)
         claim = artifact.check_provenance(draft, where, target=task.name, context=context, allow_target=allow)
         info = {"source": "pre-trained", "key": draft["key_hash"], "path": str(d) if d else None,
-                "pool_seed": pool_seed, **claim}
+                "pool_seed": pool_seed, "feedback_per_side": {"pretrain": pre.feedback_per_side,
+                                                              "pretrain_task": task_side}, **claim}
         names = draft["pool"]
         sink = (lambda e: on_candidate(to_candidate(e, "pretrain"))) if on_candidate else None
 
         def run(ck: Path | None) -> EvolveResult:
             return pretrain(p0, pool, prompt_llm, pre, seed=pool_seed, temperature=s.temperature,
                             max_tokens=s.agent_max_tokens, lenient=s.lenient_tags,
-                            task_feedback_per_side=s.feedback_per_side, checkpoint=ck, on_candidate=sink,
+                            task_feedback_per_side=task_side, checkpoint=ck, on_candidate=sink,
                             run_key={"key": draft["key_hash"]}, meter=meter)
 
         if d is None:  # no shared store: pre-train for this cell only
@@ -282,7 +285,9 @@ class SePO:
         ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
         usage: dict[str, dict[str, float]] = {}
         m0 = meter()
-        check_train_size(task, s.finetune_settings())
+        ft_settings = s.finetune_settings()
+        side, _ = fit_feedback(task, ft_settings.shape[1], ft_settings.minibatch, ft_settings.feedback_per_side)
+        ft_settings = ft_settings.model_copy(update={"feedback_per_side": side})
         with ExitStack() as stack:
             got = self.prompt_agent_for(task, prompt_llm, seed=seed, context=context, checkpoint_dir=ck,
                                         meter=meter, on_candidate=on_candidate, stack=stack)
@@ -292,7 +297,8 @@ class SePO:
         extra: dict[str, Any] = {
             "prompt_agent": got["text"], "pretrain_pool": got["pool"], "pstar": got["info"],
             "pretrain_candidates": [to_candidate(e, "pretrain") for e in pre.archive.entries] if pre else [],
-            "pretrain_stopped": pre.stopped if pre else None, "stopped": None, "usage": usage}
+            "pretrain_stopped": pre.stopped if pre else None, "stopped": None, "usage": usage,
+            "feedback_per_side": side}
         if got["text"] is None:  # budget stop in pre-training: the initial task prompt, unscored
             root = Candidate("g0-0", task.initial_prompt, None, 0, None, None,
                              {"stage": "finetune", "admitted": True, "skipped": "budget stop in pre-training"})
@@ -301,7 +307,7 @@ class SePO:
             return OptimizeResult(root, [root], extra)
         agent_prompt = got["text"]
         sink = (lambda e: on_candidate(to_candidate(e, "finetune"))) if on_candidate else None
-        res = finetune(task, self.agent(prompt_llm, agent_prompt), s.finetune_settings(), seed=seed,
+        res = finetune(task, self.agent(prompt_llm, agent_prompt), ft_settings, seed=seed,
                        checkpoint=ck / "sepo-finetune.json" if ck else None, on_candidate=sink,
                        run_key=self.fingerprint(task, prompt_llm, got["info"].get("key")), meter=meter)
         m2 = meter()

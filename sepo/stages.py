@@ -51,14 +51,24 @@ def draw(examples: Sequence[Example], size: int, seed: int, *parts: object,
     return random.Random(derive_seed(seed, "minibatch", *parts)).sample(pool, size)
 
 
-def check_train_size(task: OptimizationTask, settings: EvolveSettings, *, extra_shown: int = 0) -> None:
-    """Fail before any request when the train split cannot give a child examples its feedback did not show."""
-    _, kids = settings.shape
-    shown = 2 * settings.feedback_per_side * kids + extra_shown
-    if len(task.train) <= shown:
-        raise ConfigError(f"{task.name}'s train split has {len(task.train)} examples, too few for SePO: up to "
-                          f"{shown} are shown as feedback in a generation and must stay out of its scoring "
-                          "draw; use a larger train split or a smaller feedback_per_side.")
+def fit_feedback(task: OptimizationTask, kids: int, minibatch: int, per_side: int,
+                 once_per_side: int = 0) -> tuple[int, int]:
+    """Failures/successes shown per side, shrunk (largest first) until the examples one generation may show
+    (2 * per_side for each of its `kids` parents, plus 2 * once_per_side shown once) leave min(minibatch, half
+    the train split) for the scoring draw. ConfigError (before any request) when a side would drop to 0."""
+    n = len(task.train)
+    keep = max(1, min(minibatch, n // 2))
+    sides = [per_side, once_per_side]
+
+    def shown() -> int:
+        return 2 * sides[0] * kids + 2 * sides[1]
+
+    while shown() > n - keep and any(sides):
+        sides[0 if sides[0] >= sides[1] else 1] -= 1
+    if any(want and not got for want, got in zip((per_side, once_per_side), sides, strict=True)):
+        raise ConfigError(f"{task.name}'s train split has {n} examples, too few for SePO: the feedback examples "
+                          "shown in a generation must stay out of its scoring draw; use a larger train split.")
+    return sides[0], sides[1]
 
 
 def task_score_fn(task: OptimizationTask, settings: EvolveSettings, seed: int) -> ScoreFn:

@@ -202,3 +202,20 @@ def test_fingerprint_differences_name_the_changed_paths():
     old = {"a": 1, "run_key": {"models": {"task": "m1"}, "ids": [1, 2]}}
     new = {"a": 1, "run_key": {"models": {"task": "m2"}, "ids": [1, 2], "extra": 0}}
     assert differences(old, new) == ["run_key.extra", "run_key.models.task"]
+
+
+def test_feedback_shrinks_to_keep_scoring_draws_disjoint_on_small_train_splits():
+    from types import SimpleNamespace
+
+    from harness.config import ConfigError
+    from sepo.stages import fit_feedback
+
+    def task(n):
+        return SimpleNamespace(name="t", train=list(range(n)))
+
+    assert fit_feedback(task(24), 2, 8, 3) == (3, 0)  # 12 shown, 12 left >= 8
+    assert fit_feedback(task(12), 2, 4, 3) == (2, 0)  # 8 shown, 4 left for a minibatch of 4
+    assert fit_feedback(task(10), 1, 3, 1, 2) == (1, 2)  # pre-training: 2 + 4 shown, 4 left
+    assert fit_feedback(task(8), 1, 3, 1, 3) == (1, 1)
+    with pytest.raises(ConfigError, match="too few"):
+        fit_feedback(task(3), 2, 4, 1)
