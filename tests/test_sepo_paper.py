@@ -413,3 +413,46 @@ def test_a_request_the_endpoint_rejects_fails_that_proposal_only(tmp_path):
         first = res.candidates[1]
         assert "rejected" in first.meta["skipped"] and not first.meta["admitted"] and first.train_score is None
         assert len(res.candidates) == 1 + 2 * 2 and res.extra["stopped"] is None
+
+
+def _grid_reply(body):
+    """Task model: repeats the number iff its system prompt says 'careful'; prompt agent: adds that word."""
+    system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" else ""
+    if body["model"] == "agent":
+        return "The answers ignore the number.\n<prompt>Be careful: reply with the number only.</prompt>"
+    number = body["messages"][-1]["content"].split()[-1].rstrip("?")
+    return f"Answer: {number}" if "careful" in system.lower() else "Answer: 0"
+
+
+def test_a_budget_stop_in_a_grid_still_writes_every_cell_with_a_test_score(tmp_path):
+    """Through `sepo-bench optimize`: every cell stops at its evaluation cap, and each is still scored on
+    test (on its own ledger) and written to results.json."""
+    from harness.cli import main
+
+    data = tmp_path / "echo.jsonl"
+    data.write_text("".join(json.dumps({"question": f"Repeat the number {i}?", "answer": str(i)}) + "\n"
+                            for i in range(1, 41)))
+    with LoopbackServer(reply=_grid_reply) as srv:
+        cfg = tmp_path / "exp.yaml"
+        cfg.write_text(f"""
+name: capped
+output_dir: {tmp_path}/runs
+seeds: [0, 1]
+system_prompt: Answer.
+benchmarks:
+  - {{name: custom, n_test: 5, options: {{path: {data}, scorer: exact, task_name: echo}}}}
+methods:
+  sepo-no-self-improve: {{generations: 3, children: 2, minibatch: 4, feedback_per_side: 1}}
+budget_per_cell: {{max_evaluations: 14}}
+tracking: {{enabled: false}}
+llm:
+  cache: {{path: {tmp_path}/cache.sqlite}}
+  task: {{base_url: '{srv.url}', model: task}}
+  prompt: {{base_url: '{srv.url}', model: agent}}
+""")
+        assert main(["optimize", "--config", str(cfg)]) == 0
+    rows = json.loads((tmp_path / "runs" / "capped" / "results.json").read_text())["results"]
+    assert sorted(r["seed"] for r in rows) == [0, 1]
+    for r in rows:
+        assert r["stopped"] == "budget" and r["usage"]["total"]["evaluations"] <= 14
+        assert r["test"]["n"] == 5 and r["best_test"] == 1.0 and r["initial_test"] == 0.0
