@@ -241,8 +241,13 @@ def test_espl_loop_mutation_crossover_and_ratings(srv, tmp_path):
     task_llm, prompt_llm, ledger = clients(srv.url, tmp_path / "c.sqlite")
     task = make_task(WorldBench, task_llm)
     seen: list[Candidate] = []
-    opt = ESPL(steps=6, batch_size=8, crossover_prob=1.0, critique_problems=2)
+    rl_calls: list[tuple[int, list]] = []
+    opt = ESPL(steps=6, batch_size=8, crossover_prob=1.0, critique_problems=2,
+               rl_update=lambda step, groups: rl_calls.append((step, groups)))
     res = opt.optimize(task, prompt_llm, seed=0, on_candidate=seen.append)
+    # the RL half's plug-in point sees every step's rollouts, per selected program
+    assert [s for s, _ in rl_calls] == list(range(6))
+    assert all(len(g["rollouts"]) == 8 and g["prompt"] for _, groups in rl_calls for g in groups)
     check_lineage(res.candidates)
     assert [c.id for c in seen] == [c.id for c in res.candidates if c.train_score is not None]
     kinds = {c.meta["kind"] for c in res.candidates}
