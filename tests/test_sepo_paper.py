@@ -456,3 +456,30 @@ llm:
     for r in rows:
         assert r["stopped"] == "budget" and r["usage"]["total"]["evaluations"] <= 14
         assert r["test"]["n"] == 5 and r["best_test"] == 1.0 and r["initial_test"] == 0.0
+
+
+def test_without_a_run_context_sepo_opens_its_pool_itself_and_closes_it(tmp_path, monkeypatch):
+    """No RunContext (scripts, unit use): the pool is opened by name from the target's data folder before any
+    request and closed at the end; a missing dataset is reported before any request."""
+    import harness.benchmarks.gpqa as gpqa
+
+    closed = []
+    monkeypatch.setattr(gpqa.GPQA, "close", lambda self: closed.append(self.name), raising=False)
+
+    def any_question(body):
+        if body["model"] == "task" and not body["messages"][-1]["content"].startswith("["):
+            return "Answer: A"
+        return reply(body)
+
+    with LoopbackServer(reply=any_question) as srv:
+        task_llm, prompt_llm, _ = clients(srv.url, tmp_path / "cache.sqlite")
+        res = SePO(variant="specialist", pretrain_pool=["gpqa"], pretrain_generations=1, pretrain_children=1,
+                   pretrain_minibatch=4, **SMALL).optimize(make_task(SynthBench, task_llm), prompt_llm, seed=0)
+        assert res.extra["pretrain_pool"] == ["gpqa"] and closed == ["gpqa"]
+        assert res.extra["pstar"]["held_out_target"] and res.extra["pstar"]["path"] is None  # no store: not reused
+        n = len(srv.requests)
+        target = make_task(SynthBench, task_llm)
+        target.benchmark.data_dir = str(tmp_path / "no-data")
+        with pytest.raises(Exception, match="(?i)gpqa"):
+            SePO(variant="specialist", pretrain_pool=["gpqa"], **SMALL).optimize(target, prompt_llm, seed=0)
+        assert len(srv.requests) == n
