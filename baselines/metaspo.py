@@ -307,5 +307,6 @@ class MetaSPO:
         if current.id not in reporter.by_id:
             reporter.add(current)
         extra = base_extra(spend, stopped, meta_train_tasks=[t.name for t in pool], pool_kind=pool_kind,
+                           pretrain_pool=[t.benchmark.name for t in pool],  # the runner's target_in_pool check
                            user_prompts={pool[ti].name: [n.user for n in b] for ti, b in enumerate(beams)})
         return OptimizeResult(current, reporter.candidates, extra)

@@ -198,6 +198,7 @@ def test_metaspo_without_context_uses_target_train(srv, tmp_path):
     res = MetaSPO(iterations=1, system_candidates=1, user_candidates=1, train_size=4).optimize(
         make_task(WorldBench, task_llm), prompt_llm, seed=0)
     assert res.extra["meta_train_tasks"] == ["bl-target"] and "no RunContext" in res.extra["pool_kind"]
+    assert res.extra["pretrain_pool"] == ["bl-target"]  # so the runner flags the target as seen in meta-training
 
 
 # ---- E-SPL --------------------------------------------------------------------------------------------
