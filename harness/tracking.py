@@ -62,6 +62,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from harness.evaluator import Record
     from harness.optimizer import Candidate
 
+# Before mlflow is imported: no usage telemetry leaves the machine, no download progress bars in the logs.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 TAG = "sepo."
 KIND = TAG + "kind"
 CELL_KEY = TAG + "cell_key"
@@ -248,7 +252,6 @@ class Tracker:
                 path = _sqlite_path(self.uri)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
                 self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             return self._client
 

@@ -16,7 +16,7 @@ import pandas as pd
 from reports import stats
 
 MANUAL = "manual-cot"
-COST_METRICS = ("requests", "tokens", "usd", "evaluations", "cache_hits", "wall_time_s")
+COST_METRICS = ("requests", "tokens", "usd", "evaluations", "cache_hits", "wall_s")
 ABLATION_MARKS = ("no-archive", "no-self-improve", "no_archive", "no_self_improve")
 SMALL_ITEMS = 50  # fewer test items per cell than this: a small run
 SMALL_SEEDS = 3

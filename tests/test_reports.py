@@ -65,7 +65,7 @@ def synthetic_store() -> str:
                                  "target_in_pool": str((m, b) not in HELD_OUT).lower(),
                                  "local_models": "true", "synthetic": "true"})
         cands = []
-        for i in range(6 if m.startswith("sepo") else 3):
+        for i in range(5 if m.startswith("sepo") else 2):
             parent = None if i == 0 else rng.choice(cands).id
             gen = 0 if parent is None else next(c.generation for c in cands if c.id == parent) + 1
             c = Candidate(id=f"{m}-{b}-{s}-{i}", prompt=f"prompt {i}", parent_id=parent, generation=gen,

@@ -94,7 +94,7 @@ def write_cell(tracker: Tracker, method: str, bench: str, seed: int, cell: dict,
     return run
 
 
-def grid_roundtrip(uri: str, experiment: str, secret: str | None = None) -> None:
+def grid_roundtrip(uri: str, experiment: str, secret: str | None = None, n_cand: int = 7) -> None:
     rng = random.Random(7)
     tracker = Tracker(uri, experiment, secrets=[secret] if secret else [])
     tracker.check_reachable()
@@ -106,7 +106,7 @@ def grid_roundtrip(uri: str, experiment: str, secret: str | None = None) -> None
     for method in ("sepo", "manual-cot"):
         for bench in ("mbpp", "gpqa"):
             for seed in (0, 1):
-                cell = synthetic_cell(rng, method, bench, seed, secret=secret)
+                cell = synthetic_cell(rng, method, bench, seed, n_cand=n_cand, secret=secret)
                 run = write_cell(tracker, method, bench, seed, cell)
                 written[run.run_id] = cell
     data = load_experiment(uri, experiment)
@@ -287,7 +287,7 @@ def mlflow_server(tmp_path_factory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -296,7 +296,7 @@ def mlflow_server(tmp_path_factory):
 
 def test_grid_roundtrip_and_secrets_on_a_real_server(mlflow_server):
     url, d = mlflow_server
-    grid_roundtrip(url, "grid-server", secret=SECRET)
+    grid_roundtrip(url, "grid-server", secret=SECRET, n_cand=4)
     t = Tracker(url, "grid-server")
     key = "sepo/mbpp/seed0"
     found = t.find_finished_cell(key)
