@@ -22,12 +22,25 @@ SMALL_ITEMS = 50  # fewer test items per cell than this: a small run
 SMALL_SEEDS = 3
 
 
-def is_sepo(method: str) -> bool:
-    return str(method).lower().startswith("sepo")
+def is_sepo(method: str, bases: dict[str, str] | None = None) -> bool:
+    """A SePO variant: by its registered method (tag sepo.base_method) when known, else by its name."""
+    return str((bases or {}).get(method, method)).lower().startswith("sepo")
 
 
-def is_ablation(method: str) -> bool:
-    return any(m in str(method).lower() for m in ABLATION_MARKS)
+def is_ablation(method: str, bases: dict[str, str] | None = None) -> bool:
+    return any(m in str(x).lower() for m in ABLATION_MARKS for x in (method, (bases or {}).get(method, "")))
+
+
+def is_manual(method: str, bases: dict[str, str] | None = None) -> bool:
+    return MANUAL in (method, (bases or {}).get(method))
+
+
+def base_methods(cells: pd.DataFrame) -> dict[str, str]:
+    """Run name -> registered method (tag sepo.base_method), for named setting groups such as sepo-fast."""
+    if cells.empty or "sepo.base_method" not in cells:
+        return {}
+    pairs = cells[["method", "sepo.base_method"]].dropna().drop_duplicates("method")
+    return dict(zip(pairs.method, pairs["sepo.base_method"], strict=True))
 
 
 def _true(v: Any) -> bool:
@@ -49,6 +62,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     benchmarks: list[str] = field(default_factory=list)
+    bases: dict[str, str] = field(default_factory=dict)  # run name -> registered method
 
 
 def finished_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -71,10 +85,10 @@ def item_scores(records: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return test[cols].reset_index(drop=True)
 
 
-def _order(methods: list[str]) -> list[str]:
+def _order(methods: list[str], bases: dict[str, str] | None = None) -> list[str]:
     """Manual-CoT first, other baselines, then SePO variants, then ablations."""
     def rank(m: str) -> tuple[int, str]:
-        return (0 if m == MANUAL else 1 if not is_sepo(m) else 3 if is_ablation(m) else 2, m)
+        return (0 if is_manual(m, bases) else 1 if not is_sepo(m, bases) else 3 if is_ablation(m, bases) else 2, m)
     return sorted(methods, key=rank)
 
 
@@ -127,13 +141,13 @@ def _distribution(groups: list[np.ndarray]) -> np.ndarray:
     return stats.two_stage_resamples(groups, n_resamples=stats.N_BOOT, seed=stats.BOOT_SEED)
 
 
-def comparison_pairs(methods: list[str]) -> list[tuple[str, str]]:
+def comparison_pairs(methods: list[str], bases: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """SePO variants vs each baseline, and every method vs Manual-CoT (ablations are in their own table)."""
-    sepo = [m for m in methods if is_sepo(m) and not is_ablation(m)]
-    baselines = [m for m in methods if not is_sepo(m)]
+    sepo = [m for m in methods if is_sepo(m, bases) and not is_ablation(m, bases)]
+    baselines = [m for m in methods if not is_sepo(m, bases)]
     pairs: list[tuple[str, str]] = [(s, b) for s in sepo for b in baselines]
-    if MANUAL in methods:
-        pairs += [(m, MANUAL) for m in methods if m != MANUAL and not is_ablation(m)]
+    for manual in [m for m in methods if is_manual(m, bases)]:
+        pairs += [(m, manual) for m in methods if m != manual and not is_ablation(m, bases)]
     seen, out = set(), []
     for p in pairs:
         if p not in seen:
@@ -173,12 +187,13 @@ def compare(scores: pd.DataFrame, pairs: list[tuple[str, str]], benchmarks: list
     return out[cols]
 
 
-def heldout_table(cells: pd.DataFrame, scores: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
+def heldout_table(cells: pd.DataFrame, scores: pd.DataFrame, benchmarks: list[str],
+                  bases: dict[str, str] | None = None) -> pd.DataFrame:
     """Table-2 shape: per method with held-out information, accuracy on held-in vs held-out targets."""
     if "sepo.held_out" not in cells:
         return pd.DataFrame(columns=["method", "targets", "benchmark", "mean", "lo", "hi", "n_seeds", "n_items"])
     flagged = cells[cells["sepo.held_out"].notna()]
-    methods = [m for m in _order(sorted(flagged.method.unique())) if is_sepo(m)]
+    methods = [m for m in _order(sorted(flagged.method.unique()), bases) if is_sepo(m, bases)]
     rows = []
     for m in methods:
         mc = flagged[flagged.method == m]
@@ -201,9 +216,11 @@ def heldout_table(cells: pd.DataFrame, scores: pd.DataFrame, benchmarks: list[st
                                        "target_in_pool"])
 
 
-def ablation_table(scores: pd.DataFrame, methods: list[str], benchmarks: list[str]) -> pd.DataFrame:
-    abl = [m for m in methods if is_ablation(m)]
-    full = next((m for m in ("sepo", "sepo-generalist", "sepo-specialist") if m in methods), None)
+def ablation_table(scores: pd.DataFrame, methods: list[str], benchmarks: list[str],
+                   bases: dict[str, str] | None = None) -> pd.DataFrame:
+    """Each ablation against the full method (the ablations are of SePO-Generalist, see harness/methods.py)."""
+    abl = [m for m in methods if is_ablation(m, bases)]
+    full = next((m for m in ("sepo-generalist", "sepo", "sepo-specialist") if m in methods), None)
     if not abl or full is None:
         return pd.DataFrame()
     out = compare(scores, [(a, full) for a in abl], benchmarks)
@@ -231,14 +248,15 @@ def build(data: Any) -> Report:
     """All tables for an ExperimentData."""
     cells = finished_cells(data.cells)
     scores = item_scores(data.records, cells)
-    methods = _order(sorted(cells.method.dropna().unique())) if len(cells) else []
+    bases = base_methods(cells)
+    methods = _order(sorted(cells.method.dropna().unique()), bases) if len(cells) else []
     benchmarks = sorted(cells.benchmark.dropna().unique()) if len(cells) else []
     t1 = table1(scores, methods, benchmarks)
-    comps = compare(scores, comparison_pairs(methods), benchmarks)
+    comps = compare(scores, comparison_pairs(methods, bases), benchmarks)
     report = Report(cells=cells, scores=scores, table1=t1, comparisons=comps,
-                    heldout=heldout_table(cells, scores, benchmarks), ablations=ablation_table(scores, methods,
-                                                                                                benchmarks),
-                    cost=cost_table(cells, scores), methods=methods, benchmarks=benchmarks)
+                    heldout=heldout_table(cells, scores, benchmarks, bases),
+                    ablations=ablation_table(scores, methods, benchmarks, bases),
+                    cost=cost_table(cells, scores), methods=methods, benchmarks=benchmarks, bases=bases)
     report.warnings = warnings_for(data, cells, scores, comps)
     return report
 

@@ -16,7 +16,7 @@ def best_cell(report: analysis.Report) -> pd.Series | None:
         return None
     acc = report.scores.groupby("run_id").score.mean()
     cells = report.cells.set_index("run_id")
-    sepo = [r for r in acc.index if analysis.is_sepo(cells.loc[r, "method"])]
+    sepo = [r for r in acc.index if analysis.is_sepo(cells.loc[r, "method"], report.bases)]
     pick = acc[sepo] if sepo else acc
     run_id = pick.idxmax()
     row = cells.loc[run_id].copy()

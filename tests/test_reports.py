@@ -244,3 +244,28 @@ def test_report_in_headless_chromium(report_dir, tmp_path):
                    .replace('id="cost"', 'id="gone"'))
     problems = screenshot.check_rendered(screenshot.rendered_dom(str(bad)))
     assert "1 image(s) did not render" in problems and "table 'cost' not rendered" in problems
+
+
+def test_graded_and_unmatched_scores_use_permutation_tests():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(40), rng.random(40) * 0.8
+    r = stats.paired_compare(a, b)
+    ref = sst.permutation_test((a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+                               permutation_type="samples", vectorized=True, n_resamples=9999,
+                               random_state=np.random.default_rng(stats.BOOT_SEED))
+    assert r.test == "paired permutation" and r.p == pytest.approx(ref.pvalue) and r.diff == pytest.approx(
+        np.mean(a - b))
+    u = stats.unpaired_compare(a[:30], b)
+    ref = sst.permutation_test((a[:30], b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+                               permutation_type="independent", vectorized=True, n_resamples=9999,
+                               random_state=np.random.default_rng(stats.BOOT_SEED))
+    assert u.test == "unpaired permutation" and u.p == pytest.approx(ref.pvalue) and u.n == 70
+    same = stats.bootstrap_ci([[1.0, 1.0], [1.0]])
+    assert (same.mean, same.lo, same.hi, same.n_seeds, same.n_items) == (1.0, 1.0, 1.0, 2, 3)
+
+
+def test_named_setting_groups_count_by_their_registered_method():
+    bases = {"fast": "sepo-generalist", "cot": "manual-cot", "tg": "textgrad", "abl": "sepo-no-archive"}
+    pairs = analysis.comparison_pairs(["cot", "tg", "fast", "abl"], bases)
+    assert set(pairs) == {("fast", "tg"), ("fast", "cot"), ("tg", "cot")}
+    assert analysis._order(["fast", "abl", "tg", "cot"], bases) == ["cot", "tg", "fast", "abl"]
