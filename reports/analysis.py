@@ -142,12 +142,12 @@ def _distribution(groups: list[np.ndarray]) -> np.ndarray:
 
 
 def comparison_pairs(methods: list[str], bases: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """SePO variants vs each baseline, and every method vs Manual-CoT (ablations are in their own table)."""
+    """SePO variants (not ablations: they have their own table) vs each baseline; every method vs Manual-CoT."""
     sepo = [m for m in methods if is_sepo(m, bases) and not is_ablation(m, bases)]
     baselines = [m for m in methods if not is_sepo(m, bases)]
     pairs: list[tuple[str, str]] = [(s, b) for s in sepo for b in baselines]
     for manual in [m for m in methods if is_manual(m, bases)]:
-        pairs += [(m, manual) for m in methods if m != manual and not is_ablation(m, bases)]
+        pairs += [(m, manual) for m in methods if m != manual]
     seen, out = set(), []
     for p in pairs:
         if p not in seen:

@@ -173,7 +173,8 @@ def test_table1_means_and_intervals(rep):
 def test_paired_comparisons_mcnemar_and_holm(rep):
     c = rep.comparisons
     expected_pairs = {("sepo-generalist", "manual-cot"), ("sepo-generalist", "textgrad"),
-                      ("sepo-specialist", "manual-cot"), ("sepo-specialist", "textgrad"), ("textgrad", "manual-cot")}
+                      ("sepo-specialist", "manual-cot"), ("sepo-specialist", "textgrad"), ("textgrad", "manual-cot"),
+                      ("sepo-no-archive", "manual-cot")}
     assert {(r.method, r.versus) for r in c.itertuples()} == expected_pairs
     assert len(c) == len(expected_pairs) * len(BENCHMARKS)
     raw = {}
@@ -267,5 +268,5 @@ def test_graded_and_unmatched_scores_use_permutation_tests():
 def test_named_setting_groups_count_by_their_registered_method():
     bases = {"fast": "sepo-generalist", "cot": "manual-cot", "tg": "textgrad", "abl": "sepo-no-archive"}
     pairs = analysis.comparison_pairs(["cot", "tg", "fast", "abl"], bases)
-    assert set(pairs) == {("fast", "tg"), ("fast", "cot"), ("tg", "cot")}
+    assert set(pairs) == {("fast", "tg"), ("fast", "cot"), ("tg", "cot"), ("abl", "cot")}
     assert analysis._order(["fast", "abl", "tg", "cot"], bases) == ["cot", "tg", "fast", "abl"]
