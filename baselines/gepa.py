@@ -15,8 +15,9 @@ The `gepa` package runs the search (`gepa.optimize`); this module gives it:
 Budget: `max_metric_calls` (GEPA's unit: examples scored), and the harness budget; `BudgetExceeded` in an
 evaluation propagates out of GEPA; in a reflection call (which GEPA catches and retries) it raises a flag
 that stops GEPA before its next iteration. Either way the run ends with the best candidate so far.
-Best candidate = GEPA's: the highest mean score on the validation set (GEPA's `valset`, first `val_size`
-validation examples; the train split when there are none), first found wins ties. Candidates reported:
+Best candidate = GEPA's: the highest mean score on the validation set (GEPA's `valset`: the first `val_size`,
+16 by default, validation examples, since every accepted candidate is scored on all of them; the train split
+when there are none), first found wins ties. Candidates reported:
 every pool member (stage "pool", val_score = its validation mean, train_score = its minibatch score where it
 was proposed) and every rejected proposal (stage "rejected", admitted False).
 """
@@ -48,7 +49,7 @@ class GEPASettings(Settings):
     max_metric_calls: int = Field(500, ge=1, description="GEPA's budget: examples scored (validation included)")
     reflection_minibatch_size: int = Field(3, ge=1, description="examples reflected on per proposal (GEPA: 3)")
     candidate_selection: Literal["pareto", "current_best"] = Field("pareto", description="parent selection")
-    val_size: int | None = Field(None, ge=1, description="validation examples GEPA tracks (None: all)")
+    val_size: int | None = Field(16, ge=1, description="validation examples GEPA tracks (the first n; None: all)")
     skip_perfect_score: bool = Field(True, description="skip reflection when the minibatch is all correct")
     use_merge: bool = Field(False, description="GEPA's merge proposer")
     temperature: float | None = Field(0.7, ge=0.0, le=2.0, description="reflection model temperature")

@@ -17,9 +17,12 @@ The `textgrad` package itself does the work; this module plugs it into the harne
   scored on the validation split; if it scores lower than the current prompt did, the step is undone.
   Without validation examples the step's own minibatch is the judge.
 
-Budget of the paper: 10 iterations x 16 examples (`iterations`, `minibatch`). Gradients on the system
-prompt are handed to TGD in a content-sorted order (TextGrad keeps them in a set, whose order varies
-between processes), so a resumed run sends byte-identical requests and the response cache answers them.
+Budget of the paper: 10 iterations x 16 examples (`iterations`, `minibatch`); the revert rule judges on the
+first `val_size` (16) validation examples, so a run costs about 10 x 16 + 11 x 16 example evaluations (the
+recipe scores the whole validation set, which on MBPP's 90 would take 990 evaluations for the judging alone).
+Gradients on the system prompt are handed to TGD in a content-sorted order (TextGrad keeps them in a set,
+whose order varies between processes), so a resumed run sends byte-identical requests and the response
+cache answers them.
 `import textgrad` is lazy (it takes seconds) and happens with LITELLM_LOCAL_MODEL_COST_MAP=True (else
 litellm fetches a price map from the network) and TEXTGRAD_LOG_DIR defaulting to a temporary directory.
 """
@@ -123,7 +126,8 @@ def harness_engine(llm: LLMClient, *, temperature: float | None = None, max_toke
 class TextGradSettings(Settings):
     iterations: int = Field(10, ge=0, description="TGD steps (paper budget: 10)")
     minibatch: int = Field(16, ge=1, description="examples per step (paper budget: 16)")
-    val_size: int | None = Field(None, ge=1, description="validation examples for the revert rule (None: all)")
+    val_size: int | None = Field(16, ge=1, description="validation examples for the revert rule (the first n; "
+                                 "None: all). 16 keeps 10 steps within a few hundred evaluations")
     revert: bool = Field(True, description="undo a step whose prompt scores lower on validation")
     loss_on: Literal["all", "failures"] = Field("all", description="examples that enter the loss")
     temperature: float | None = Field(0.0, ge=0.0, le=2.0, description="backward/optimizer sampling temperature "
