@@ -259,7 +259,8 @@ class SePO:
                 text, prov, _ = artifact.load_artifact(d)
                 claim = artifact.check_provenance(prov, str(d), target=task.name, context=context,
                                                   allow_target=allow, text=text)
-                return {"text": text, "pool": prov["pool"], "info": {**info, **claim, "reused": True}}
+                return {"text": text, "pool": prov["pool"], "info": {**info, **claim, "reused": True,
+                                                                      "best": prov.get("best")}}
             t0 = meter()
             res = run(d / artifact.CHECKPOINT)
             if res.stopped is not None:
@@ -268,7 +269,9 @@ class SePO:
             artifact.save_artifact(d, best.text, {**draft, "best": {"id": best.id, "score": best.score},
                                                   "candidates": len(res.archive), "cost_this_call": Meter.delta(
                                                       t0, meter())})
-            return {"text": best.text, "pool": names, "info": {**info, "reused": False}, "result": res}
+            return {"text": best.text, "pool": names, "info": {**info, "reused": False,
+                                                               "best": {"id": best.id, "score": best.score}},
+                    "result": res}
 
     # ---- the whole method ----------------------------------------------------------------------
     def fingerprint(self, task: OptimizationTask, prompt_llm: LLMClient, pstar_key: str | None) -> dict[str, Any]:

@@ -99,6 +99,7 @@ def test_a_grid_of_two_benchmarks_and_two_seeds_pretrains_once_per_key(srv, tmp_
     pst = [c.result.extra["pstar"] for c in cells]
     assert [p["reused"] for p in pst] == [False, True, True, True]
     assert len({p["key"] for p in pst}) == 1 and all(p["held_out_target"] for p in pst)
+    assert len({json.dumps(p["best"]) for p in pst}) == 1 and pst[0]["best"]["id"].startswith("pt-")
     assert len(agent_requests(srv, SELF)) == 2 * 2  # one pre-training: G x K self-rewrites
     assert len(list((tmp_path / "shared" / "sepo-pstar").iterdir())) == 1
     assert len({c.result.extra["prompt_agent"] for c in cells}) == 1
