@@ -11,8 +11,11 @@ are ever loaded, so test data never reaches a trial. Each cell's optimizer gets 
 best prompt (mean over cells), scored by the task's evaluator on the whole val split after the method
 returns (replies the method already paid for come from the cache). With a second objective (tokens, usd,
 requests or evaluations the method spent, minimized) the study is multi-objective and its Pareto front is
-reported. Note the method may itself choose its best prompt on val (SePO's `val_top_n`), so the value is an
-optimistic estimate; test accuracy is measured by running the written best experiment file.
+reported. Costs count every reply the method used, cached or not (class Spent), so a trial's cost does not
+depend on what earlier trials left in the response cache; for the same reason a per-cell budget for tuning
+is best given in `max_evaluations` (request, token and dollar caps count paid requests only). Note the method
+may itself choose its best prompt on val (SePO's `val_top_n`), so the value is an optimistic estimate; test
+accuracy is measured by running the written best experiment file.
 
 Pruning: the method reports every candidate (`on_candidate`); the best admitted train (minibatch) score so
 far is reported to Optuna once per finished generation (step = generation; cell i of a trial adds i * 1000),
@@ -850,6 +853,10 @@ def tune(cfg: ExperimentConfig, *, workers: int = 1, trials: int | None = None, 
     setup = prepare(cfg, trials=trials, storage=storage)
     study = open_study(setup)
     tracking = "" if not cfg.tracking.enabled else "; trials tracked in MLflow"
+    b = cfg.budget_per_cell
+    if b.max_requests or b.max_tokens or b.max_usd:
+        print("note: budget_per_cell caps requests/tokens/usd, which count paid requests only: a trial whose "
+              "replies earlier trials cached gets more work for the same cap; max_evaluations does not.", flush=True)
     print(f"tune {setup.study_name}: {setup.n_trials} trials of {setup.run} over {', '.join(setup.tune.space)} "
           f"({'/'.join(setup.tune.objectives)}, pruner {setup.tune.pruner_name}); storage {redact(setup.storage)}; "
           f"{workers} worker(s); outputs in {setup.out}{tracking}", flush=True)
@@ -861,6 +868,10 @@ def tune(cfg: ExperimentConfig, *, workers: int = 1, trials: int | None = None, 
         import multiprocessing as mp
 
         from harness.experiment import open_tracker
+
+        if cfg.llm.task.embedded or cfg.llm.prompt.embedded:
+            print(f"note: each of the {workers} workers starts its own embedded model server; on a small machine "
+                  "one worker, or a shared OpenAI-compatible server (base_url), is faster.", flush=True)
 
         open_tracker(cfg)  # the MLflow store and experiment exist before the workers race to create them
         ctx = mp.get_context("spawn")
