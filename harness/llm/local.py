@@ -165,12 +165,17 @@ CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",  # one s
                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF")
 
 # Slots per model (requests decoded at once; the harness sends as many), chosen by measurement on a
-# 2-core machine (perf/local_throughput.py --slots): see SLOTS_NOTE in that script's docstring.
-DEFAULT_PARALLEL = {"qwen2.5-coder-0.5b": 4, "qwen2.5-coder-1.5b": 4, "smollm2-135m": 4}
-# Context per slot: the longest benchmark prompt (ARC, the longest, is ~6.1k tokens with Qwen's
-# tokenizer) plus the largest reply cap (2,048, AIME), rounded up; the prompt agent's messages are
-# shorter. SmolLM2 was trained with 8,192.
-DEFAULT_SLOT_CONTEXT = {"qwen2.5-coder-0.5b": 8192, "qwen2.5-coder-1.5b": 8192, "smollm2-135m": 8192}
+# 2-core machine (perf/local_throughput.py --slots; figures in its docstring). The prompt agents
+# (SePO, the baselines) ask one request at a time, so the 1.5B model gets 2 slots: one per role if
+# both share it, and half the KV memory of 4.
+DEFAULT_PARALLEL = {"qwen2.5-coder-0.5b": 4, "qwen2.5-coder-1.5b": 2, "smollm2-135m": 4}
+# Context per slot: the longest benchmark prompt plus its reply cap, with room for a long system
+# prompt. Measured with the models' chat templates (harness + 40-token system prompt):
+#   ARC 16,319 + 1,024 = 17,343 (the longest); GPQA 2,814 + 1,024; AIME 809 + 2,048; MBPP 1,767 + 512.
+# Qwen: 18,432 per slot (trained with 32k; KV cache ~12 KB/token for 0.5B, ~28 KB for 1.5B, so a
+# 4-slot 0.5B server holds ~1.4 GB). SmolLM2 was trained with 8k, too short for ARC anyway: 4,096
+# covers every other benchmark. Lower it with llm.local_context to save memory.
+DEFAULT_SLOT_CONTEXT = {"qwen2.5-coder-0.5b": 18432, "qwen2.5-coder-1.5b": 18432, "smollm2-135m": 4096}
 
 
 def _host_tag() -> str:
