@@ -297,7 +297,7 @@ class Tracker:
                     location = None
                     path = _sqlite_path(self.uri)
                     if path is not None:  # keep artifacts beside the store, not in the working directory
-                        location = (path.parent.resolve() / "mlartifacts").as_uri()
+                        location = (path.parent.resolve() / "mlartifacts" / _prompt_name(self.experiment)).as_uri()
                     try:
                         self._experiment_id = self.client.create_experiment(self.experiment,
                                                                             artifact_location=location)
