@@ -8,6 +8,8 @@ Conventions (the report states them too):
 - paired tests match items on (seed, example id). Binary scores: exact McNemar (two-sided binomial test on
   the discordant pairs, scipy.stats.binomtest). Graded scores: paired sign-flip permutation test of the
   mean difference (scipy.stats.permutation_test). No matched items: unpaired permutation test;
+- effect sizes: the accuracy difference on matched items with a 95% interval (binary: Agresti-Min, adding
+  0.5 to each cell of the 2x2 table; graded: Wald), and McNemar's odds ratio b/c;
 - Holm's step-down correction over every comparison of a table (the family), at alpha = 0.05;
 - minimum detectable difference (MDD): the true accuracy difference the test would find with 80% power at
   alpha 0.05 at this number of matched items, n: (z_{1-alpha/2} + z_{0.8}) * sqrt(psi / n), psi the
@@ -85,7 +87,7 @@ class Paired:
     test: str  # "exact McNemar", "paired permutation", "unpaired permutation"
     n: int  # matched items (pairs), or items of both sides for the unpaired test
     diff: float  # accuracy of A minus accuracy of B on those items
-    diff_lo: float  # 95% interval of the difference
+    diff_lo: float  # 95% interval of the difference (binary: Agresti-Min; graded: Wald)
     diff_hi: float
     p: float
     statistic: float  # McNemar: b (A right, B wrong); permutation: mean difference
@@ -138,10 +140,16 @@ def paired_compare(a: Sequence[float], b: Sequence[float], *, n_resamples: int =
     n01 = int(np.sum(x < y))
     pooled = float((x.mean() + y.mean()) / 2)
     mdd = mdd_paired(n, (n10 + n01) / n, pooled)
-    # 95% Wald interval of a paired difference (Agresti & Min): se = sqrt(var(d) / n)
-    se = float(np.sqrt(max(np.mean(d**2) - diff**2, 0.0) / n))
     z = stats.norm.ppf(0.975)
-    lo, hi = max(-1.0, diff - z * se), min(1.0, diff + z * se)
+    if binary:
+        # Agresti & Min (2005): the Wald interval of a paired difference of proportions after adding 0.5 to
+        # each of the four cells, which stays informative when b or c is 0
+        ba, ca, na = n10 + 0.5, n01 + 0.5, n + 2.0
+        centre = (ba - ca) / na
+        se = math.sqrt(max((ba + ca) - (ba - ca) ** 2 / na, 0.0)) / na
+    else:  # Wald interval of the mean paired difference
+        centre, se = diff, float(np.sqrt(max(np.mean(d**2) - diff**2, 0.0) / n))
+    lo, hi = max(-1.0, centre - z * se), min(1.0, centre + z * se)
     if binary:
         b_, c_, p = mcnemar_exact(x.astype(bool), y.astype(bool))
         ratio = b_ / c_ if c_ else (float("inf") if b_ else float("nan"))

@@ -186,6 +186,9 @@ def test_paired_comparisons_mcnemar_and_holm(rep):
         assert (r.test, r.n, r.b, r.c) == ("exact McNemar", len(xa), b, cc)
         assert r.p == pytest.approx(p, rel=1e-12)
         assert r.diff == pytest.approx((b - cc) / len(xa))
+        n2, b2, c2 = len(xa) + 2, b + 0.5, cc + 0.5  # Agresti & Min's interval, by hand
+        half = 1.959963984540054 * np.sqrt((b2 + c2) - (b2 - c2) ** 2 / n2) / n2
+        assert (r.diff_lo, r.diff_hi) == pytest.approx((max(-1, (b2 - c2) / n2 - half), min(1, (b2 - c2) / n2 + half)))
         psi = (b + cc) / len(xa)
         assert r.mdd == pytest.approx((sst.norm.ppf(0.975) + sst.norm.ppf(0.8)) * np.sqrt(psi / len(xa)))
         raw[(r.benchmark, r.method, r.versus)] = p
