@@ -45,8 +45,8 @@ def to_wire(p: Program) -> dict[str, str]:
     return {"code": p.code, "tests": p.tests, "setup": p.setup}
 
 
-def _size(p: dict[str, str]) -> int:
-    return sum(len(v) for v in p.values()) + 64
+def _size(p: dict[str, str] | str) -> int:
+    return (len(p) if isinstance(p, str) else sum(len(v) for v in p.values())) + 64
 
 
 def _last_line(text: str) -> str:

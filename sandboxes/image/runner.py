@@ -10,8 +10,8 @@ This file must stay standalone (stdlib only): it runs inside the image with `pyt
 How a verdict is reached (exit status never passes a program):
 - The runner parses the tests itself (ast) into statements; an `assert` is split into checks (`==`, `!=`,
   `in`, `not in`, `and`, `or`, `not`, or a plain truth value), each compiled to a code object.
-- It starts the program's process on a fixed driver (DRIVER below), not on the program: the driver reads a
-  fresh random nonce, the setup, the tests and the program from a pipe (then closes it), installs an audit
+- It starts the program's process on a fixed driver (DRIVER below), not on the program: the process reads the
+  driver, a fresh random nonce, the setup, the tests and the program from a pipe (then closes it), installs an audit
   hook, runs setup and program, then evaluates every test statement itself and reports each step on a
   second private pipe, every line prefixed with the nonce. Only lines carrying the nonce count, so what the
   program prints or writes to files cannot forge a result; a program that never returns control (sys.exit,
@@ -39,10 +39,27 @@ import sys
 import tempfile
 import time
 
+# The program's process starts on BOOT: it reads the compiled DRIVER and its payload from the key pipe
+# (compiled once per batch by the runner, so no process recompiles the driver), then runs the driver.
+BOOT = (
+    "import sys, os, marshal\n"
+    "def _read(fd):\n"
+    "    parts = []\n"
+    "    while True:\n"
+    "        b = os.read(fd, 1 << 20)\n"
+    "        if not b:\n"
+    "            break\n"
+    "        parts.append(b)\n"
+    "    os.close(fd)\n"
+    "    return b''.join(parts)\n"
+    "exec(*(lambda d, n: (marshal.loads(d[8:8 + n]), {'_P': marshal.loads(d[8 + n:]), '__builtins__': __builtins__}))"
+    "(*(lambda d: (d, int.from_bytes(d[:8], 'big')))(_read(int(sys.argv[1])))))\n"
+)
+
 DRIVER = r'''
 def _sepo_driver():
-    import os, sys, marshal, builtins, _signal, types  # types reads tb_frame once, at import
-    _read, _write, _close, _exit, _getpid, _listdir = os.read, os.write, os.close, os._exit, os.getpid, os.listdir
+    import os, sys, builtins, _signal, types  # types reads tb_frame once, at import
+    _write, _exit, _getpid, _listdir = os.write, os._exit, os.getpid, os.listdir
     _type, _len, _str, _repr, _exec, _eval, _issub = type, len, str, repr, exec, eval, issubclass
     _int, _float, _complex, _bool, _bytes = int, float, complex, bool, bytes
     _list, _tuple, _dict, _set, _frozenset = list, tuple, dict, set, frozenset
@@ -53,17 +70,9 @@ def _sepo_driver():
         raise ValueError
     except ValueError as e:
         _TB = type(e.__traceback__)
-    key_fd, rec_fd = int(sys.argv[1]), int(sys.argv[2])
+    rec_fd = int(sys.argv[2])
     sys.argv[:] = ["main.py"]
-    parts = []
-    while True:
-        b = _read(key_fd, 1 << 20)
-        if not b:
-            break
-        parts.append(b)
-    _close(key_fd)
-    nonce, setup, main_src, main_path, tests, shadow, attrs, srcs = marshal.loads(b"".join(parts))
-    del parts
+    nonce, setup, main_src, main_path, tests, shadow, attrs, srcs = globals().pop("_P")
     pid = _getpid()
     out0, err0 = sys.stdout, sys.stderr
     bdict = builtins.__dict__
@@ -336,9 +345,8 @@ def _sepo_driver():
     bad = tampered(None)
     if bad:
         finish(b"tamper", bad)
-    emit(b"phase", "tests " + _str(_len(tests)))
+    emit(b"phase", "tests")
     for k, (kind, label, spec) in _enumerate(tests):
-        emit(b"run", _str(k))
         try:
             if kind == "exec":
                 _exec(spec, g)
@@ -476,6 +484,16 @@ def _wipe(path):
 # ---- tests: parsed and compiled here, by the runner, never by the program ------------------------------
 
 _AST = None
+_DRIVER_CODE = None
+
+
+def _driver_code():
+    """The compiled driver, marshalled and length-prefixed for BOOT (once per batch)."""
+    global _DRIVER_CODE
+    if _DRIVER_CODE is None:
+        code = marshal.dumps(compile(DRIVER, "<sepo-driver>", "exec"))
+        _DRIVER_CODE = len(code).to_bytes(8, "big") + code
+    return _DRIVER_CODE
 
 
 def _ast():
@@ -578,14 +596,14 @@ def verdict(records, n_tests, rc, timed_out):
     held, failures, phase, final = set(), [], "start", None
     for kind, text in records:
         if kind == "phase":
-            phase = text
-        elif kind == "run":
-            phase = f"test {int(text) + 1}"
+            phase = "test 1" if text == "tests" else text
         elif kind == "ok":
             held.add(int(text))
+            phase = f"test {int(text) + 2}"
         elif kind == "fail":
             k, _, why = text.partition(" ")
             failures.append(why)
+            phase = f"test {int(k) + 2}"
         else:
             final = (kind, text)
     if final and final[0] == "done":
@@ -630,7 +648,7 @@ def run_one(i, prog, cfg, root):
     with open(path, "w", encoding="utf-8") as f:
         f.write(code)
     nonce = os.urandom(16).hex().encode()
-    payload = marshal.dumps((nonce, setup_c, code, "main.py", items, shadow, attrs, srcs))
+    payload = _driver_code() + marshal.dumps((nonce, setup_c, code, "main.py", items, shadow, attrs, srcs))
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONIOENCODING": "utf-8", "LANG": "C.UTF-8", "TMPDIR": work}
     cap, timed_out = _Capture(cfg["cap"]), False
@@ -638,7 +656,7 @@ def run_one(i, prog, cfg, root):
     key_r, key_w = os.pipe()
     rec_r, rec_w = os.pipe()
     try:
-        proc = subprocess.Popen([cfg["python"], "-I", "-B", "-c", DRIVER, str(key_r), str(rec_w)], cwd=work,
+        proc = subprocess.Popen([cfg["python"], "-I", "-B", "-c", BOOT, str(key_r), str(rec_w)], cwd=work,
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 close_fds=True, pass_fds=(key_r, rec_w),
                                 preexec_fn=_limits(cfg))  # noqa: PLW1509 - the runner is single-threaded
