@@ -122,8 +122,9 @@ def table1(scores: pd.DataFrame, methods: list[str], benchmarks: list[str]) -> p
                 rows.append({"method": m, "benchmark": "Average", "mean": math.nan, "lo": math.nan,
                              "hi": math.nan, "n_seeds": 0, "n_items": 0})
     out = pd.DataFrame(rows, columns=["method", "benchmark", "mean", "lo", "hi", "n_seeds", "n_items"])
-    best = out.groupby("benchmark")["mean"].transform("max")
-    out["best"] = np.isclose(out["mean"], best) & out["mean"].notna()
+    out["mean"] = out["mean"].astype(float)
+    best = out.groupby("benchmark")["mean"].transform("max").astype(float)
+    out["best"] = np.isclose(out["mean"].to_numpy(float), best.to_numpy(float)) & out["mean"].notna().to_numpy()
     return out
 
 

@@ -140,6 +140,8 @@ def settings_rows(settings: dict[str, Any], uri: str, experiment: str, r: Report
     llm = cfg.get("llm") or {}
 
     def model(role: str) -> str:
+        if not cfg:
+            return "not recorded"
         e = llm.get(role) or {}
         name = e.get("model") or e.get("local_model") or "default embedded model"
         where = "embedded llama.cpp" if not e.get("base_url") else "endpoint"
@@ -185,7 +187,8 @@ def _md_table(t: Table) -> str:
 def markdown(title: str, warnings: list[str], settings: list[tuple[str, str]], tables: list[Table],
              figures: dict[str, Path]) -> str:
     out = [f"# {title}", ""]
-    out += [f"> **Warning:** {w}" for w in warnings]
+    for w in warnings:
+        out += [f"> **Warning:** {w}", ""]
     out += ["", "## Settings", "", "| | |", "|---|---|"]
     out += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in settings]
     out += ["", "## Results", ""]

@@ -273,3 +273,14 @@ def test_named_setting_groups_count_by_their_registered_method():
     pairs = analysis.comparison_pairs(["cot", "tg", "fast", "abl"], bases)
     assert set(pairs) == {("fast", "tg"), ("fast", "cot"), ("tg", "cot"), ("abl", "cot")}
     assert analysis._order(["fast", "abl", "tg", "cot"], bases) == ["cot", "tg", "fast", "abl"]
+
+
+def test_an_experiment_with_no_finished_cell_still_reports(tmp_path):
+    store = str(session_store())
+    run = Tracker(store, "unfinished").start_cell("m/b/seed0", method="m", benchmark="b", seed=0, params={},
+                                                  tags={})
+    run.log_candidate(Candidate(id="c0", prompt="p", parent_id=None, generation=0, train_score=0.5))
+    paths = build_report(store, "unfinished", tmp_path)
+    md = paths["markdown"].read_text()
+    assert "did not finish" in md and "No finished cells" in md and "| (none) |" in md
+    assert screenshot.check_static(paths["html"].read_text()) == []
