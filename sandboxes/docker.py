@@ -2,7 +2,8 @@
 
 Each container: no network, read-only root, small /tmp tmpfs, uid 65534, memory/pids/cpu limits, all
 capabilities dropped, no-new-privileges, no host mounts. A runner script (sandboxes/image/runner.py) runs each
-program in its own subprocess with a wall-clock timeout and kills everything it left behind; the host
+program in its own subprocess with a wall-clock timeout, evaluates the tests itself and decides pass/fail from
+its own nonce-authenticated records (never from an exit status), and kills everything it left behind; the host
 kills and replaces a container whose runner stalls or dies. Containers are labelled and removed on close(),
 at interpreter exit, on errors and on Ctrl-C.
 """
