@@ -133,7 +133,8 @@ Reference answer:
 
 class MetaSPOSettings(Settings):
     meta_train_pool: list[str] = Field(default_factory=list, description="benchmarks to meta-train on (empty: "
-                                       "every registered one but the target, custom and held-out ones)")
+                                       "every registered one but custom); the target and the experiment's held-out "
+                                       "benchmarks are always left out, so the target is unseen")
     iterations: int = Field(3, ge=0, description="bilevel rounds (repository default 3)")
     system_candidates: int = Field(9, ge=0, description="outer-loop system prompt proposals per round")
     user_candidates: int = Field(3, ge=0, description="inner-loop user prompt proposals per task per round")
