@@ -133,7 +133,16 @@ def grid_roundtrip(uri: str, experiment: str, secret: str | None = None, n_cand:
         assert list(recs.correct) == [r.correct for r in cell["records"]]
         assert list(recs.truncated) == [r.truncated for r in cell["records"]]
         assert list(recs.tokens) == [r.prompt_tokens + r.completion_tokens for r in cell["records"]]
-        assert row.get("sepo.prompt.best", "").startswith("prompts:/grid.")
+        ref = row.get("sepo.prompt.best", "")
+        assert ref.startswith("prompts:/grid.")
+        name, version = ref[len("prompts:/"):].rsplit("/", 1)
+        pv = tracker.client.get_prompt_version(name, version)  # registered, and linked back to its run
+        assert pv.template == (cell["best"].prompt.replace(secret, "***") if secret else cell["best"].prompt)
+        assert pv.tags["sepo.run_id"] == run_id and pv.tags["sepo.role"] == "task"
+        if row["method"] == "sepo":
+            agent_ref = row["sepo.prompt.prompt_agent"][len("prompts:/"):]
+            agent = tracker.client.get_prompt_version(*agent_ref.rsplit("/", 1))
+            assert agent.template.startswith("p~* for") and agent.tags["sepo.role"] == "prompt_agent"
     assert set(data.records.split) == {"test", "initial"}
 
 
