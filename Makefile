@@ -77,7 +77,8 @@ report: install  ## the report of CONFIG's experiment, from MLflow
 ui: install  ## the MLflow UI on runs/mlflow.db, bound to 127.0.0.1 (UI_PORT, default 5000)
 	@mkdir -p runs
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)"
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(abspath runs)/mlflow.db
+	LITELLM_LOCAL_MODEL_COST_MAP=True MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --workers 1 --backend-store-uri sqlite:///$(abspath runs)/mlflow.db
 
 clean:
 	rm -rf $(STAMPS) runs .cache .pytest_cache
