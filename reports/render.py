@@ -155,7 +155,18 @@ def settings_rows(settings: dict[str, Any], uri: str, experiment: str, r: Report
             ("Methods", ", ".join(r.methods) or "–"), ("Benchmarks", ", ".join(r.benchmarks) or "–"),
             ("Task model", model("task")), ("Prompt model", model("prompt"))]
     budget = {k: v for k, v in (llm.get("budget") or {}).items() if v is not None}
-    rows.append(("Budget caps", ", ".join(f"{k} {v}" for k, v in budget.items()) or "none"))
+    rows.append(("Budget caps, whole run", ", ".join(f"{k} {v}" for k, v in budget.items()) or "none"))
+    per_cell = {k: v for k, v in (cfg.get("budget_per_cell") or {}).items() if v is not None}
+    rows.append(("Budget caps, per cell", ", ".join(f"{k} {v}" for k, v in per_cell.items()) or "none"))
+    if cfg.get("held_out"):
+        rows.append(("Held out of pre-training", ", ".join(map(str, cfg["held_out"]))))
+    benches = []
+    for b in cfg.get("benchmarks") or []:
+        if isinstance(b, dict):
+            sizes = ", ".join(f"{k} {b[k]}" for k in ("n_train", "n_val", "n_test") if b.get(k))
+            benches.append(f"{b.get('name')}" + (f" ({sizes})" if sizes else ""))
+    if benches:
+        rows.append(("Benchmark splits", "; ".join(benches)))
     for m, s in (cfg.get("methods") or {}).items():
         rows.append((f"Settings of {m}", json.dumps(s, sort_keys=True) if s else "defaults"))
     return rows
