@@ -71,9 +71,10 @@ def finished_cells(cells: pd.DataFrame) -> pd.DataFrame:
     done = cells[cells.status == "FINISHED"].copy()
     if done.empty:
         return done
+    # the newest finished run of each method x benchmark x seed (an older one, e.g. before a code change
+    # gave the cell a new key, is superseded and would otherwise count its items twice)
     done = done.sort_values("start_time", ascending=False)
-    key = "cell_key" if "cell_key" in done and done.cell_key.notna().all() else None
-    done = done.drop_duplicates(key or ["method", "benchmark", "seed"], keep="first")
+    done = done.drop_duplicates(["method", "benchmark", "seed"], keep="first")
     return done.sort_values(["method", "benchmark", "seed"]).reset_index(drop=True)
 
 
@@ -284,7 +285,11 @@ def warnings_for(data: Any, cells: pd.DataFrame, scores: pd.DataFrame, comps: pd
         if small:
             out.append("Small run: " + "; ".join(small) + ". Treat differences with the caution the intervals "
                        "and tests below call for.")
-    unfinished = len(all_cells) - int((all_cells.status == "FINISHED").sum()) if len(all_cells) else 0
+    finished = int((all_cells.status == "FINISHED").sum()) if len(all_cells) else 0
+    if finished > len(cells):
+        out.append(f"{finished - len(cells)} older finished run(s) of the same method, benchmark and seed are "
+                   "superseded by newer ones and left out.")
+    unfinished = len(all_cells) - finished
     if unfinished:
         out.append(f"{unfinished} cell run(s) did not finish (running, failed or killed) and are left out.")
     if not len(cells):

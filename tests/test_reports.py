@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +285,18 @@ def test_an_experiment_with_no_finished_cell_still_reports(tmp_path):
     md = paths["markdown"].read_text()
     assert "did not finish" in md and "No finished cells" in md and "| (none) |" in md
     assert screenshot.check_static(paths["html"].read_text()) == []
+
+
+def test_a_superseded_run_of_the_same_cell_is_left_out():
+    store = str(session_store())
+    t = Tracker(store, "superseded")
+    for key, ok in (("old-key", False), ("new-key", True)):  # e.g. a code change gave the cell a new key
+        run = t.start_cell(key, method="manual-cot", benchmark="b", seed=0, params={}, tags={})
+        records = [Record(f"e{i}", "", float(ok), ok, "", 1, 1, 1, False) for i in range(5)]
+        run.finish(metrics={}, test_records=records, initial_records=None, best_prompt="p", extra_prompts={},
+                   register_as=None)
+        time.sleep(0.01)
+    rep = analysis.build(load_experiment(store, "superseded"))
+    assert len(rep.cells) == 1 and len(rep.scores) == 5
+    assert rep.table1.set_index("benchmark").loc["b", "mean"] == 1.0
+    assert any("superseded" in w for w in rep.warnings)
