@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config", help="experiment YAML")
     c.add_argument("--output-dir", default=None, help=argparse.SUPPRESS)
     c.set_defaults(func=_cmd_check)
+
+    from harness.tune import add_parser as add_tune
+
+    add_tune(sub)
     return p
 
 

@@ -121,7 +121,7 @@ FLAG_CASES = [
     (["eval", "--system-prompt-file", "nope.txt"], "--system-prompt-file nope.txt does not exist; pass a text "
      "file with the prompt."),
     (["evaluate"], "argument command: invalid choice: 'evaluate' (choose from 'eval', 'optimize', 'report', "
-     "'models', 'check-config'); see `sepo-bench --help`."),
+     "'models', 'check-config', 'tune'); see `sepo-bench --help`."),
     (["eval", "--config", "missing.yaml"], "Config file missing.yaml does not exist; pass a YAML file such as "
      "configs/local.yaml."),
 ]
