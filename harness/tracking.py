@@ -31,7 +31,7 @@ Layout of a store:
   ``sepo.prompt.<name>`` = ``prompts:/<name>/<version>``).
 
 Secrets: the values passed as `secrets` (API keys), and the values of environment variables whose names
-look like keys (``*API_KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``), are replaced by ``***`` in
+look like keys (``*KEY``, ``*TOKEN``, ``*PASSWORD``, ``*SECRET*``), are replaced by ``***`` in
 every param, tag, metric name, artifact, registered prompt and (with tracing) trace that goes through
 here. `tests/test_tracking.py` scans the store and its artifacts for them.
 """
@@ -76,7 +76,9 @@ MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 PER_BATCH = 100  # params + tags per log_batch
 METRICS_PER_BATCH = 1000
-SECRET_ENV = re.compile(r"API_KEY|APIKEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+# Environment variables whose values are scrubbed unasked: names ending in KEY/TOKEN/PASSWORD/... or holding
+# SECRET (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY; not TOKENIZERS_PARALLELISM).
+SECRET_ENV = re.compile(r"(KEY|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)$|SECRET", re.IGNORECASE)
 RECORD_COLUMNS = ["example_id", "correct", "score", "extracted", "reason", "prompt_tokens", "completion_tokens",
                   "tokens", "truncated", "attempts", "cached"]
 
