@@ -65,6 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # Before mlflow is imported: no usage telemetry leaves the machine, no download progress bars in the logs.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# mlflow's tracing pulls in litellm, which would otherwise fetch a cost map from the internet for seconds.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 TAG = "sepo."
 KIND = TAG + "kind"
