@@ -54,16 +54,28 @@ async def _burst(c: LLMClient, msgs: list[list[dict[str, str]]], max_tokens: int
     return time.perf_counter() - t0, sum(r.completion_tokens for r in res), [r.text for r in res]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), to read throughput per CPU-second under shared load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(srv: LlamaServer, msgs: list[list[dict[str, str]]], max_tokens: int, conc: int) -> tuple[float, list[str]]:
-    """Generated tokens/s over all prompts with `conc` in flight, after one warm-up request."""
-    ep = EndpointConfig(max_tokens=max_tokens, temperature=0.0, max_concurrency=conc, timeout_s=1800)
+    """Generated tokens/s over all prompts with `conc` in flight, after one warm-up request. Also prints
+    tokens per server CPU-second: on a machine shared with other work it varies less than the wall rate."""
+    ep = EndpointConfig(max_tokens=max_tokens, temperature=0.0, max_concurrency=conc, timeout_s=3600)
     c = LLMClient(ep, role="task", base_urls=[srv.base_url], model=srv.name)
     try:
         warm = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Write a function add(a, b)."}]
         run_sync(c.chat(warm, max_tokens=16))
+        assert srv.proc is not None
+        cpu0 = cpu_seconds(srv.proc.pid)
         wall, tokens, texts = run_sync(_burst(c, msgs, max_tokens))
+        cpu = cpu_seconds(srv.proc.pid) - cpu0
     finally:
         run_sync(c.aclose())
+    print(f"  [{srv.backend}, {conc} in flight: {tokens} tokens in {wall:.1f} s wall, {cpu:.1f} s server CPU "
+          f"= {tokens / cpu:.1f} tokens per CPU-second]", flush=True)
     return tokens / wall, texts
 
 
