@@ -56,8 +56,9 @@ bench-baseline: install docker  ## accept the regression benchmark's current num
 bench-record: install docker models  ## re-record the regression benchmark's replies from the local models, then its baseline
 	$(BIN)/python scripts/record_bench.py
 
-postgres:  ## Debian's postgresql for the shared-study test (the test starts its own server on 127.0.0.1)
+postgres:  ## Debian's postgresql for the shared-study test (the test starts its own server on 127.0.0.1), and chromium for the report check
 	bash scripts/postgres_server.sh install
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 TUNE_CONFIG ?= configs/tune-mbpp-local.yaml
 tune: install docker models  ## Optuna study of TUNE_CONFIG's tune: section (sepo-bench tune)

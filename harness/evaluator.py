@@ -58,9 +58,12 @@ class _Acc:
     completion_tokens: int = 0
     cached: bool = True
     truncated: bool = False
+    scores: list[Score] = field(default_factory=list)  # every attempt's own score, in order
 
-    def add(self, reply: ChatResult, score: Score) -> None:
-        self.text, self.score, self.attempts = reply.text, score, self.attempts + 1
+    def add(self, reply: ChatResult, score: Score, combined: Score | None = None) -> None:
+        """One more attempt; `combined` is the verdict over all attempts (pass@k), default this one."""
+        self.scores.append(score)
+        self.text, self.score, self.attempts = reply.text, combined or score, self.attempts + 1
         self.truncated = reply.finish_reason == "length"
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
@@ -114,8 +117,9 @@ class Evaluator:
                                                  [r.text for r in replies])
                 still = []
                 for i, reply, score in zip(pending, replies, scores, strict=True):
-                    state[i].add(reply, score)
-                    if score.correct or sample == k - 1:
+                    combined = self.benchmark.combine_attempts(examples[i], [*state[i].scores, score])
+                    state[i].add(reply, score, combined)
+                    if combined.correct or sample == k - 1:
                         advance()
                     else:
                         still.append(i)

@@ -14,6 +14,7 @@ and the response cache answers every request already paid for.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -268,7 +269,10 @@ class Experiment:
             opt = make_optimizer(c.method, {**c.settings, "method": c.base})
             needed = getattr(opt, "benchmarks_needed", None)
             if needed is not None:
-                self.pools |= set(needed(entry_key(c.bench)))
+                takes_held_out = "held_out" in inspect.signature(needed).parameters
+                names = needed(entry_key(c.bench), held_out=tuple(cfg.held_out)) if takes_held_out else \
+                    needed(entry_key(c.bench))
+                self.pools |= set(names)
         self.run_dir = cfg.run_dir
         self.results = ResultsFile(self.run_dir / "results.json")
         self.lock = threading.Lock()
