@@ -898,16 +898,6 @@ def tune(cfg: ExperimentConfig, *, workers: int = 1, trials: int | None = None, 
     return summary
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {n}")
-    return n
-
-
 def _cmd_tune(args: argparse.Namespace) -> int:
     """Optuna study over a method's settings (the config's `tune:` section): trials on train/val only, pruned
     per generation, each an MLflow run; writes the best experiment file, a summary and plots. With a
@@ -922,6 +912,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `tune` on the CLI's subparsers."""
+    from harness.cli import _positive
+
     t = subparsers.add_parser("tune", help="Optuna search over a method's settings (the config's tune: section)",
                               description=_cmd_tune.__doc__)
     t.add_argument("--config", default="configs/tune-mbpp-local.yaml", help="experiment YAML with a tune: section "
@@ -937,20 +929,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.tune [flags]`: the same as `sepo-bench tune [flags]`."""
-    from harness.cli import _Parser
-    from harness.errors import user_error_types
+    from harness.cli import main as cli_main
 
-    p = _Parser(prog="python -m harness.tune")
-    add_parser(p.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    try:
-        args = p.parse_args(["tune", *(argv if argv is not None else sys.argv[1:])])
-        return args.func(args)
-    except Exception as exc:  # user-fixable errors: one sentence each, no traceback
-        if not isinstance(exc, user_error_types()):
-            raise
-        for line in str(exc).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
+    return cli_main(["tune", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":
