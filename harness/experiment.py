@@ -130,10 +130,12 @@ class OpenBench:
 
 @contextmanager
 def open_benchmarks(cfg: ExperimentConfig, entries: list[BenchmarkConfig], seeds: list[int],
-                    extra: list[str] = ()) -> Iterator[dict[str, OpenBench]]:
+                    extra: list[str] = (), splits: tuple[str, ...] = ("train", "val", "test"),
+                    ) -> Iterator[dict[str, OpenBench]]:
     """Every benchmark (by canonical name) with its splits loaded for every seed, and one sandbox for the
     code benchmarks. `extra` are pool benchmarks methods asked for: built with the config's entry of that
-    name when there is one, else with defaults. Errors name the benchmark entry."""
+    name when there is one, else with defaults. `splits` are the splits loaded (tuning never loads test).
+    Errors name the benchmark entry."""
     from harness.benchmarks import get_benchmark
 
     if not entries:
@@ -154,7 +156,7 @@ def open_benchmarks(cfg: ExperimentConfig, entries: list[BenchmarkConfig], seeds
                 stack.callback(bench.close)
                 ob = OpenBench(b, bench)
                 for seed in seeds:
-                    for split in ("train", "val", "test"):
+                    for split in splits:
                         ob.split(split, seed)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None

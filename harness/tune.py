@@ -55,7 +55,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,31 +339,10 @@ def metered(client, spent: Spent):
 @contextmanager
 def open_train_val(setup: TuneSetup) -> Iterator[dict[str, Any]]:
     """Every benchmark the trials need (targets and pools), with only train and val loaded."""
-    from harness.benchmarks import get_benchmark
-    from harness.config import BenchmarkConfig
-    from harness.experiment import OpenBench, canonical_name, sandbox_for
+    from harness.experiment import open_benchmarks
 
     cfg = setup.cfg
-    wanted = {canonical_name(b.name): b for b in cfg.benchmarks}
-    by_name = dict(wanted)
-    for name in setup.pools:
-        wanted.setdefault(canonical_name(name), by_name.get(canonical_name(name), BenchmarkConfig(name=name)))
-    opened: dict[str, OpenBench] = {}
-    with ExitStack() as stack:
-        sandbox = sandbox_for(cfg, [(b.name, b.options) for b in wanted.values()])
-        if sandbox is not None:
-            stack.callback(sandbox.close)
-        for key, b in wanted.items():
-            try:
-                bench = get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.split_options())
-                stack.callback(bench.close)
-                ob = OpenBench(b, bench)
-                for seed in cfg.seeds:
-                    ob.split("train", seed)
-                    ob.split("val", seed)
-            except ConfigError as exc:
-                raise ConfigError(f"{cfg.source}: benchmark '{b.name}': {exc}") from None
-            opened[key] = ob
+    with open_benchmarks(cfg, cfg.benchmarks, cfg.seeds, list(setup.pools), splits=("train", "val")) as opened:
         yield opened
 
 
@@ -519,7 +498,7 @@ class Worker:
 
     def _run_cells(self, trial, params: dict[str, Any], run) -> tuple[float, dict[str, float], list[dict]]:
         from harness.evaluator import Evaluator
-        from harness.experiment import canonical_name
+        from harness.experiment import canonical_name, entry_key
         from harness.llm.usage import Budget
         from harness.methods import make_optimizer
         from harness.optimizer import Candidate, OptimizationTask, RunContext
@@ -531,7 +510,7 @@ class Worker:
         cells = [(b, seed) for b in cfg.benchmarks for seed in cfg.seeds]
         for i, (b, seed) in enumerate(cells):
             opt = make_optimizer(s.run, {**settings, "method": s.base})
-            ob = self.benches[canonical_name(b.name)]
+            ob = self.benches[entry_key(b)]
             ledger = self.llms.ledger.child(Budget(**cfg.budget_per_cell.model_dump()))
             spent = Spent()
             task_llm = metered(self.llms.task.with_ledger(ledger), spent)
