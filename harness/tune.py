@@ -49,6 +49,7 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -424,17 +425,26 @@ class Worker:
     # -- one trial -------------------------------------------------------------------------------
     def objective(self, trial) -> float | tuple[float, float]:
         s = self.setup
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}:{self.worker}")
         if _taken(self.study, before=trial.number) >= s.n_trials:
             trial.set_user_attr("surplus", True)
             self.study.stop()
             raise SurplusTrial(f"trial {trial.number}: the study already has {s.n_trials} trials")
         params = suggest_params(trial, s.tune.space)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}:{self.worker}")
         self.say(f"-- trial {trial.number} (worker {self.worker}): {_fmt_params(params)}")
         run = self._start_run(trial, params)
         t0 = time.monotonic()
         try:
             value, costs, per_cell = self._run_cells(trial, params, run)
+        except KeyboardInterrupt:  # Optuna fails the trial and re-raises; the CLI says so in one line
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Trial N failed" warning with a traceback
+            trial.set_user_attr("fail_reason", "interrupted")
+            if run is not None:
+                run.log_tags({"sepo.trial_state": "FAIL"})
+                run.fail("interrupted")
+            raise
         except Exception as exc:
             import optuna
 
@@ -576,7 +586,22 @@ class Worker:
             if not _more_to_run(study, s.n_trials):
                 study.stop()
 
-        self.study.optimize(self.objective, n_trials=None, callbacks=[stop_when_full], catch=(SurplusTrial,))
+        try:
+            self.study.optimize(self.objective, n_trials=None, callbacks=[stop_when_full], catch=(SurplusTrial,))
+        except KeyboardInterrupt:
+            fail_running(self.study, {os.getpid()})
+            raise
+
+
+def fail_running(study, pids: set[int]) -> None:
+    """Mark FAIL the trials still RUNNING in processes `pids` of this host (interrupted outside the objective, or
+    killed), so that a rerun runs the study on at once instead of waiting for their heartbeats to go stale."""
+    from optuna.trial import TrialState
+
+    mine = {f"{socket.gethostname()}:{pid}" for pid in pids}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if str(t.user_attrs.get("worker", "")).rsplit(":", 1)[0] in mine:
+            study.tell(t.number, state=TrialState.FAIL)
 
 
 def run_worker(setup: TuneSetup, worker: int = 0, *, quiet: bool = False) -> None:
@@ -592,10 +617,33 @@ def run_worker(setup: TuneSetup, worker: int = 0, *, quiet: bool = False) -> Non
         Worker(setup, study, benches, llms, tracker, worker, quiet=quiet).run()
 
 
+def stop_workers(procs: list, grace_s: float = 10.0) -> None:
+    """Ctrl-C in the parent: SIGTERM every worker (each fails its trial and closes its servers), kill those
+    still there after `grace_s`, and reap them all."""
+    procs = [p for p in procs if p.pid is not None]  # started
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    end = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise KeyboardInterrupt
+
+
 def _worker_main(config: str, output_dir: str | None, trials: int | None, storage: str | None, worker: int) -> None:
-    """A spawned worker process (--workers N): the same config, its own models and clients."""
+    """A spawned worker process (--workers N): the same config, its own models and clients. It ignores Ctrl-C
+    (see tune()): the parent stops it with SIGTERM, which ends it as Ctrl-C ends a single-process run."""
     from harness.errors import user_error_types
 
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         setup = prepare(_load(config, output_dir), trials=trials, storage=storage)
         run_worker(setup, worker)
@@ -856,14 +904,18 @@ def tune(cfg: ExperimentConfig, *, workers: int = 1, trials: int | None = None, 
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_worker_main, args=(str(cfg._source), cfg.output_dir, trials, storage, i),
                              name=f"tune-worker-{i}") for i in range(workers)]
-        for p in procs:
-            p.start()
         try:
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers inherit it: Ctrl-C is the parent's
+            try:
+                for p in procs:
+                    p.start()
+            finally:
+                signal.signal(signal.SIGINT, sigint)
             for p in procs:
                 p.join()
         except KeyboardInterrupt:
-            for p in procs:
-                p.join(timeout=30)
+            stop_workers(procs)
+            fail_running(open_study(setup, create=False), {p.pid for p in procs if p.pid})
             raise
         bad = [i for i, p in enumerate(procs) if p.exitcode != 0]
         if bad:
@@ -885,7 +937,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config, args.output_dir)
     check(cfg)
-    tune(cfg, workers=args.workers, trials=args.trials, storage=args.storage)
+    try:
+        tune(cfg, workers=args.workers, trials=args.trials, storage=args.storage)
+    except KeyboardInterrupt:
+        print("interrupted: the study keeps every finished trial and marks the one(s) in flight FAIL; rerun the "
+              "same command to continue it.", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 
