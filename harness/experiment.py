@@ -446,7 +446,7 @@ class Experiment:
         print(f"experiment {cfg.name}: {len(self.cells)} cells; outputs in {self.run_dir}"
               + (f"; MLflow {tracker.uri}" if tracker is not None else ""), flush=True)
         with open_benchmarks(cfg, [c.bench for c in self.cells], seeds, sorted(self.pools)) as benches, \
-                open_llms(cfg.llm) as llms:
+                open_llms(cfg.llm, concurrent=min(cfg.parallel_cells, len(self.cells)) > 1) as llms:
             print_models(llms)
             if tracker is not None:
                 tracker.log_experiment(cfg.model_dump(), _config_text(cfg), code_version(cfg.project_dir))

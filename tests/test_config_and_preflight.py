@@ -125,3 +125,19 @@ def test_corrupted_model_is_one_sentence_from_the_cli(tmp_path, monkeypatch, cap
     assert main(["eval", "--config", str(ROOT / "configs" / "smoke.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "corrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("setting, servers, concurrent, expected", [
+    (None, 1, False, "cores"), (None, 1, True, "cores"),  # one server: every core
+    (None, 2, False, "cores"),  # task and prompt servers taking turns: every core each
+    (None, 2, True, "half"),  # busy at the same time (cells in parallel): the cores split
+    (3, 2, True, 3),  # llm.local_threads wins
+])
+def test_local_threads_split_cores_only_when_servers_run_at_once(monkeypatch, setting, servers, concurrent,
+                                                                 expected):
+    from harness.config import LLMConfig
+    from harness.llm.session import local_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    want = {"cores": 4, "half": 2}.get(expected, expected)
+    assert local_threads(LLMConfig(local_threads=setting), servers, concurrent) == want

@@ -51,30 +51,38 @@ def check_reachable(endpoint: EndpointConfig, role: str, timeout_s: float = 5.0)
                               "or fix base_url in the config.") from None
 
 
-def local_threads(cfg: LLMConfig, n_servers: int) -> int:
-    """Threads per embedded server. Measured on 2 cores (perf/local_throughput.py --two-models): see
-    the note there. Each server gets every core: the task and prompt agents take turns, and a
-    server whose threads have nothing to do sleeps."""
-    return cfg.local_threads or os.cpu_count() or 2
+def local_threads(cfg: LLMConfig, n_servers: int, concurrent: bool = False) -> int:
+    """Threads per embedded server (llm.local_threads wins). Measured on 2 cores with the 0.5B task and
+    1.5B prompt servers (perf/local_throughput.py --two-models): taking turns, each is fastest with every
+    core (0.5B 28.7, 1.5B 7.8 tok/s); busy at the same time, 2 threads each oversubscribe the cores
+    (0.5B 21.2 + 1.5B 3.5 tok/s) while 1 each gives 22.8 + 6.7. So every core when the roles take turns
+    (one cell at a time), the cores split between the servers when cells run at once."""
+    cores = os.cpu_count() or 2
+    if cfg.local_threads:
+        return cfg.local_threads
+    return max(1, cores // n_servers) if concurrent and n_servers > 1 else cores
 
 
-def _start_servers(cfg: LLMConfig, roles: dict[str, EndpointConfig], stack: ExitStack) -> dict[str, LlamaServer]:
+def _start_servers(cfg: LLMConfig, roles: dict[str, EndpointConfig], stack: ExitStack,
+                   concurrent: bool) -> dict[str, LlamaServer]:
     """One embedded server per local model; a model shared by both roles gets the larger slot count."""
     slots: dict[str, int] = {}
     for role, ep in roles.items():
         if ep.embedded:
             name = ep.local_model or DEFAULT_LOCAL[role]
             slots[name] = max(slots.get(name, 0), ep.local_parallel or DEFAULT_PARALLEL.get(name, 4))
-    threads = local_threads(cfg, len(slots))
+    threads = local_threads(cfg, len(slots), concurrent)
     return {name: stack.enter_context(LlamaServer(name, n_ctx=cfg.local_context, parallel=n, n_threads=threads,
                                                   backend=cfg.local_server))
             for name, n in slots.items()}
 
 
 @contextmanager
-def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = True) -> Iterator[LLMs]:
+def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = True,
+              concurrent: bool = False) -> Iterator[LLMs]:
     """Clients for the task role and (unless prompt_agent=False) the prompt role; embedded llama.cpp
-    servers start here and stop on exit. An embedded role's max_concurrency is its server's slot count
+    servers start here and stop on exit (`concurrent`: the roles will be busy at the same time, e.g.
+    several cells at once, so two servers split the cores). An embedded role's max_concurrency is its server's slot count
     (llm.<role>.local_parallel, default per model; 1 with llm.local_server: python)."""
     roles = {"task": cfg.task, "prompt": cfg.prompt} if prompt_agent else {"task": cfg.task}
     for role, ep in roles.items():  # keys first: cheapest check, before any server starts
@@ -88,7 +96,7 @@ def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = Tr
     cache = ResponseCache(cfg.cache.path, cfg.cache.mode)
     with ExitStack() as stack:
         stack.callback(cache.close)
-        servers = _start_servers(cfg, roles, stack) if cfg.cache.mode != "replay" else {}
+        servers = _start_servers(cfg, roles, stack, concurrent) if cfg.cache.mode != "replay" else {}
         clients: dict[str, LLMClient] = {}
         for role, ep in roles.items():
             if ep.embedded and cfg.cache.mode == "replay":  # recorded replies only: no server is started
