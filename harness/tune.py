@@ -587,10 +587,31 @@ class Worker:
                 study.stop()
 
         try:
+            _one_ask_at_a_time(self.study, s.storage)
             self.study.optimize(self.objective, n_trials=None, callbacks=[stop_when_full], catch=(SurplusTrial,))
         except KeyboardInterrupt:
             fail_running(self.study, {os.getpid()})
             raise
+
+
+def _one_ask_at_a_time(study, storage: str) -> None:
+    """On sqlite, `study.ask` (which `optimize` calls) holds an exclusive lock on `<db>.lock` next to the
+    database: Optuna pops a queued trial by reading it WAITING, then marking it RUNNING, which is atomic only
+    where the database locks the row (SELECT ... FOR UPDATE, e.g. PostgreSQL), so two local workers could both
+    run it and one then crash ("Cannot tell a COMPLETE trial")."""
+    path = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else ""
+    if path in ("", ":memory:"):
+        return
+    import fcntl
+
+    ask = study.ask
+
+    def locked_ask(*args: Any, **kwargs: Any):
+        with open(f"{path}.lock", "a") as lock:  # closing it releases the lock
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return ask(*args, **kwargs)
+
+    study.ask = locked_ask
 
 
 def fail_running(study, pids: set[int]) -> None:
