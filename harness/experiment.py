@@ -411,7 +411,8 @@ class Experiment:
         with self.lock:
             self.done += 1
             spent = llms.ledger.total
-        self._print(f"  test accuracy: initial {initial.accuracy:.3f} -> best {cell.test_accuracy:.3f} "
+        self._print(f"== done: {c.label} ({time.monotonic() - t0:.0f} s)\n"
+                    f"  test accuracy: initial {initial.accuracy:.3f} -> best {cell.test_accuracy:.3f} "
                     f"({len(test)} examples; {describe(row['test'])})\n"
                     f"  cell spent {cell_ledger.total.evaluations} evaluations, {cell_ledger.total.requests} "
                     f"requests, {cell_ledger.total.tokens} tokens, ${cell_ledger.total.usd:.4f}; "
