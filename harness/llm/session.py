@@ -82,8 +82,8 @@ def open_llms(cfg: LLMConfig, *, preflight: bool = True, prompt_agent: bool = Tr
               concurrent: bool = False) -> Iterator[LLMs]:
     """Clients for the task role and (unless prompt_agent=False) the prompt role; embedded llama.cpp
     servers start here and stop on exit (`concurrent`: the roles will be busy at the same time, e.g.
-    several cells at once, so two servers split the cores). An embedded role's max_concurrency is its server's slot count
-    (llm.<role>.local_parallel, default per model; 1 with llm.local_server: python)."""
+    several cells at once, so two servers split the cores). An embedded role's max_concurrency is its
+    server's slot count (llm.<role>.local_parallel, default per model; 1 with llm.local_server: python)."""
     roles = {"task": cfg.task, "prompt": cfg.prompt} if prompt_agent else {"task": cfg.task}
     for role, ep in roles.items():  # keys first: cheapest check, before any server starts
         if not ep.embedded:
