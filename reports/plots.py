@@ -55,7 +55,8 @@ def best_by_generation(candidates: pd.DataFrame, cells: pd.DataFrame, path: Path
                 per_gen = cell.groupby("generation").train_score.max().reindex(range(gmax + 1))
                 curves.append(per_gen.cummax().ffill().to_numpy(float))
             arr = np.vstack(curves)
-            mean = np.nanmean(arr, axis=0) if not np.all(np.isnan(arr)) else arr[0]
+            seen = (~np.isnan(arr)).sum(axis=0)  # cells with a score by that generation
+            mean = np.where(seen > 0, np.nansum(arr, axis=0) / np.maximum(seen, 1), np.nan)
             ax.plot(range(gmax + 1), mean, marker="o", ms=3, label=m, color=colors[m])
         ax.set_title(b)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
