@@ -34,6 +34,7 @@ system prompts with stage "outer" (train_score = the mean over nodes, meta admit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
@@ -174,19 +175,20 @@ class MetaSPO:
         self.settings = parse_settings(MetaSPOSettings, settings, overrides)
         self.pool_tasks = pool_tasks  # ready-made meta-training tasks (tests); else opened by name
 
-    def benchmarks_needed(self, target: str) -> list[str]:
+    def benchmarks_needed(self, target: str, held_out: Sequence[str] = ()) -> list[str]:
+        skip = {target, *held_out}
         if self.settings.meta_train_pool:
-            return [n for n in self.settings.meta_train_pool if n != target]
+            return [n for n in self.settings.meta_train_pool if n not in skip]
         from harness.benchmarks import registry  # lazy: imports every benchmark module
 
-        return sorted(n for n in registry() if n not in (target, "custom"))
+        return sorted(n for n in registry() if n not in skip | {"custom"})
 
     def _pool(self, task: OptimizationTask, seed: int, context: RunContext | None) -> tuple[list, str]:
         if self.pool_tasks is not None:
             return list(self.pool_tasks), "given"
         if context is None or context.open_task is None:
             return [task], "target-train (no RunContext)"
-        names = [n for n in self.benchmarks_needed(task.benchmark.name) if n not in context.held_out]
+        names = self.benchmarks_needed(task.benchmark.name, context.held_out)
         if not names:
             return [task], "target-train (empty pool)"
         pool = [context.open_task(n, seed) for n in names]

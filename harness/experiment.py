@@ -14,14 +14,13 @@ and the response cache answers every request already paid for.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -126,6 +125,12 @@ class OpenBench:
         if (name, seed) not in self.splits:
             self.splits[name, seed] = self.bench.load(name, seed)
         return self.splits[name, seed]
+
+
+def pools_needed(opt: Any, entry: BenchmarkConfig, held_out: Sequence[str]) -> set[str]:
+    """The other benchmarks `opt` will open for the target `entry` (Optimizer.benchmarks_needed)."""
+    needed = getattr(opt, "benchmarks_needed", None)
+    return set(needed(entry_key(entry), held_out=tuple(held_out))) if needed is not None else set()
 
 
 @contextmanager
@@ -269,12 +274,7 @@ class Experiment:
         self.pools: set[str] = set()
         for c in self.cells:
             opt = make_optimizer(c.method, {**c.settings, "method": c.base})
-            needed = getattr(opt, "benchmarks_needed", None)
-            if needed is not None:
-                takes_held_out = "held_out" in inspect.signature(needed).parameters
-                names = needed(entry_key(c.bench), held_out=tuple(cfg.held_out)) if takes_held_out else \
-                    needed(entry_key(c.bench))
-                self.pools |= set(names)
+            self.pools |= pools_needed(opt, c.bench, cfg.held_out)
         self.run_dir = cfg.run_dir
         self.results = ResultsFile(self.run_dir / "results.json")
         self.lock = threading.Lock()
@@ -446,12 +446,12 @@ class Experiment:
         seeds = sorted({c.seed for c in self.cells})
         print(f"experiment {cfg.name}: {len(self.cells)} cells; outputs in {self.run_dir}"
               + (f"; MLflow {tracker.uri}" if tracker is not None else ""), flush=True)
+        parallel = min(cfg.parallel_cells, len(self.cells))
         with open_benchmarks(cfg, [c.bench for c in self.cells], seeds, sorted(self.pools)) as benches, \
-                open_llms(cfg.llm, concurrent=min(cfg.parallel_cells, len(self.cells)) > 1) as llms:
+                open_llms(cfg.llm, concurrent=parallel > 1) as llms:
             print_models(llms)
             if tracker is not None:
                 tracker.log_experiment(cfg.model_dump(), _config_text(cfg), code_version(cfg.project_dir))
-            parallel = min(cfg.parallel_cells, len(self.cells))
             if parallel <= 1:
                 rows = [self.run_one(c, benches, llms, tracker, True) for c in self.cells]
             else:

@@ -79,8 +79,8 @@ class RunContext:
 
 
 class Optimizer(Protocol):
-    """name: the registry name. Optional: `benchmarks_needed(target) -> list[str]` names other
-    benchmarks the runner must open (and check) before any request."""
+    """name: the registry name. Optional: `benchmarks_needed(target, held_out=()) -> list[str]` names
+    other benchmarks the runner must open (and check) before any request, none of them in `held_out`."""
 
     name: str
 

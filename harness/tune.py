@@ -125,7 +125,7 @@ def _param_values(p: TuneParam) -> list[Any]:
 
 def prepare(cfg: ExperimentConfig, *, trials: int | None = None, storage: str | None = None) -> TuneSetup:
     """Validate the tune section against the method it tunes; ConfigError sentences name the key."""
-    from harness.experiment import canonical_name
+    from harness.experiment import pools_needed
     from harness.methods import make_optimizer, resolve_method
 
     t = cfg.tune
@@ -170,11 +170,7 @@ def prepare(cfg: ExperimentConfig, *, trials: int | None = None, storage: str | 
         raise ConfigError(f"{cfg.source}: 'benchmarks' is empty; list the benchmarks the trials run on.")
     out = cfg.run_dir / "tune"
     url = t.storage or f"sqlite:///{out / 'optuna.db'}"
-    needed = getattr(opt, "benchmarks_needed", None)
-    pools: set[str] = set()
-    if needed is not None:
-        for b in cfg.benchmarks:
-            pools |= set(needed(canonical_name(b.name)))
+    pools = set().union(*(pools_needed(opt, b, cfg.held_out) for b in cfg.benchmarks))
     return TuneSetup(cfg, t, run, base, full, {k: current[k] for k in t.space}, url, t.study_name or f"{cfg.name}-tune",
                      trials or t.n_trials, out, sorted(pools))
 
