@@ -9,7 +9,7 @@ REPRODUCE_LOCAL ?= configs/reproduce-local.yaml
 UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all install docker models lint bench bench-baseline bench-record postgres clean help reproduce ui report tune
+.PHONY: run test test-all install docker models lint bench bench-baseline bench-record postgres chromium clean help reproduce ui report tune
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -17,11 +17,11 @@ help:  ## list the targets
 run: install docker models  ## the main job: evaluate the config's prompt on the embedded local model
 	$(BIN)/sepo-bench eval --config $(CONFIG)
 
-test: install docker models postgres  ## lint, then the default test run (real Docker sandbox, real local model, PostgreSQL; no slow tests)
+test: install docker models postgres chromium  ## lint, then the default test run (real Docker sandbox, real local model, PostgreSQL; no slow tests)
 	$(BIN)/ruff check harness sepo baselines sandboxes reports tests perf scripts
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test-all: install docker models postgres  ## every test, slow ones included
+test-all: install docker models postgres chromium  ## every test, slow ones included
 	$(BIN)/pytest -q -m '' $(PYTEST_ARGS)
 
 install: $(STAMPS)/install  ## virtualenv with the project and its dependencies (llama.cpp builds once, pip caches it)
@@ -56,8 +56,10 @@ bench-baseline: install docker  ## accept the regression benchmark's current num
 bench-record: install docker models  ## re-record the regression benchmark's replies from the local models, then its baseline
 	$(BIN)/python scripts/record_bench.py
 
-postgres:  ## Debian's postgresql for the shared-study test (the test starts its own server on 127.0.0.1), and chromium for the report check
+postgres:  ## Debian's postgresql for the shared-study test (the test starts its own server on 127.0.0.1)
 	bash scripts/postgres_server.sh install
+
+chromium:  ## Debian's chromium for the report and MLflow UI screenshots (scripts/screenshot*.py)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 TUNE_CONFIG ?= configs/tune-mbpp-local.yaml
