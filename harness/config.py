@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 LOCAL_MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")
+LocalServer = Literal["llama-server", "python"]
+LOCAL_SERVERS = get_args(LocalServer)
 DEFAULT_LOCAL = {"task": "qwen2.5-coder-0.5b", "prompt": "qwen2.5-coder-1.5b"}
 
 
@@ -90,7 +92,7 @@ class LLMConfig(Strict):
     local_threads: int | None = Field(None, gt=0)
     local_context: int | None = Field(None, gt=256, description="context tokens per slot of an embedded server "
                                       "(default: the longest benchmark prompt plus its reply cap)")
-    local_server: Literal["llama-server", "python"] = Field(
+    local_server: LocalServer = Field(
         "llama-server", description="embedded server: llama.cpp's llama-server (parallel slots, built once) or "
         "llama-cpp-python's server (one request at a time; the fallback)")
 
@@ -360,6 +362,12 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         for ep in (cfg.llm.task, cfg.llm.prompt):
             if ep.embedded:
                 ep.local_model = forced
+    server = os.environ.get("SEPO_LOCAL_SERVER")  # python: the fallback server, e.g. to time a before/after
+    if server:
+        if server not in LOCAL_SERVERS:
+            raise ConfigError(f"SEPO_LOCAL_SERVER={server!r} is not an embedded server; use one of "
+                              f"{', '.join(LOCAL_SERVERS)}.")
+        cfg.llm.local_server = server
     return cfg
 
 

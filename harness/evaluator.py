@@ -63,7 +63,8 @@ class _Acc:
     def add(self, reply: ChatResult, score: Score, combined: Score | None = None) -> None:
         """One more attempt; `combined` is the verdict over all attempts (pass@k), default this one."""
         self.scores.append(score)
-        self.text, self.score, self.attempts = reply.text, combined or score, self.attempts + 1
+        self.text, self.attempts = reply.text, self.attempts + 1
+        self.score = combined if combined is not None else score
         self.truncated = reply.finish_reason == "length"
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens

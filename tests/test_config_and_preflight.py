@@ -141,3 +141,17 @@ def test_local_threads_split_cores_only_when_servers_run_at_once(monkeypatch, se
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     want = {"cores": 4, "half": 2}.get(expected, expected)
     assert local_threads(LLMConfig(local_threads=setting), servers, concurrent) == want
+
+
+@pytest.mark.parametrize("value, expected", [("python", "python"), ("llama-server", "llama-server"),
+                                             ("vllm", "SEPO_LOCAL_SERVER='vllm' is not an embedded server")])
+def test_local_server_env_override(tmp_path, monkeypatch, value, expected):
+    """SEPO_LOCAL_SERVER picks the embedded server for every config (e.g. to time the fallback)."""
+    monkeypatch.setenv("SEPO_LOCAL_SERVER", value)
+    path = tmp_path / "c.yaml"
+    path.write_text("benchmarks: [{name: mbpp}]\n")
+    if value == "vllm":
+        with pytest.raises(ConfigError, match=expected):
+            load_config(path)
+    else:
+        assert load_config(path).llm.local_server == expected
