@@ -164,8 +164,9 @@ CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",  # one s
                "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF")
 
-# Slots per model (requests decoded at once; the harness sends as many), chosen by measurement on a
-# 2-core machine (perf/local_throughput.py --slots; figures in its docstring). The prompt agents
+# Slots per model (requests decoded at once; the harness sends as many), chosen by measurement on two
+# 2-core machines (perf/local_throughput.py --slots, 0.5B, generated tok/s): 2: 25.1, 4: 34.1, 8: 32.5,
+# 16: 28.0 on one; 1: 46, 2: 39, 4: 52 (twice each, alternated) on a faster one. The prompt agents
 # (SePO, the baselines) ask one request at a time, so the 1.5B model gets 2 slots: one per role if
 # both share it, and half the KV memory of 4.
 DEFAULT_PARALLEL = {"qwen2.5-coder-0.5b": 4, "qwen2.5-coder-1.5b": 2, "smollm2-135m": 4}
