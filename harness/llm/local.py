@@ -42,6 +42,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.config import LOCAL_SERVERS
+
 
 @dataclass(frozen=True)
 class LocalModel:
@@ -310,7 +312,7 @@ def _error_line(text: str) -> str:
 
 # --- serving ------------------------------------------------------------------------------------
 
-BACKENDS = ("llama-server", "python")
+BACKENDS = LOCAL_SERVERS  # the names llm.local_server accepts
 
 
 def free_port() -> int:
