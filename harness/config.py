@@ -252,6 +252,8 @@ class ExperimentConfig(Strict):
     parallel_cells: int = Field(1, gt=0, description="cells run at once (remote endpoints)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneConfig | None = Field(None, description="`sepo-bench tune`: an Optuna study over a method's settings")
+    simulated: bool = Field(False, description="set by `sepo-bench rehearse`: every endpoint is the built-in "
+                            "simulated world, so no number of the run is a result")
 
     _source: Path | None = PrivateAttr(None)
 
