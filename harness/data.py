@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError
+from harness.errors import UserError
 
 ENV_VAR = "SEPO_DATA_DIR"
 _DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -27,11 +28,11 @@ SOURCES = ("local", "hub")
 COMMON_OPTIONS = frozenset({"n_train", "n_val", "n_test", "source"})
 
 
-class DatasetMissing(FileNotFoundError):
+class DatasetMissing(UserError, FileNotFoundError):
     """A benchmark's data is not where the harness looked; the message says how to provide it."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """A data file has a malformed line; the message names the file and the line number."""
 
 

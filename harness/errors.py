@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 
+class UserError(Exception):
+    """Base of every error a user can cause and fix (bad config or flag, missing data, key, model, Docker,
+    a budget cap): its message is one sentence per problem that says what to do."""
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
+    """UserError, plus the user errors whose classes do not subclass it yet (ConfigError in harness/config.py,
+    SandboxUnavailable in sandboxes/base.py: their owners switch them to UserError, then this goes)."""
     from harness.config import ConfigError
-    from harness.data import DataFormatError, DatasetMissing
-    from harness.llm.client import LLMError
-    from harness.llm.local import ModelError
-    from harness.llm.usage import BudgetExceeded
     from sandboxes.base import SandboxUnavailable
 
-    return (ConfigError, DatasetMissing, DataFormatError, LLMError, ModelError, BudgetExceeded,
-            SandboxUnavailable)
+    return (UserError, ConfigError, SandboxUnavailable)

@@ -19,13 +19,14 @@ from typing import Any
 import openai
 
 from harness.config import ConfigError, EndpointConfig
+from harness.errors import UserError
 from harness.llm.cache import ResponseCache, cache_key
 from harness.llm.usage import Ledger
 
 UNHEALTHY_COOLDOWN_S = 5.0
 
 
-class LLMError(RuntimeError):
+class LLMError(UserError, RuntimeError):
     """A request that cannot succeed by retrying (bad key, unknown model, bad request)."""
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import LOCAL_SERVERS
+from harness.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ MODELS: dict[str, LocalModel] = {
 }
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """The local model could not be fetched, assembled or verified; the message says what to do."""
 
 

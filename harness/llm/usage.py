@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass, field
 
+from harness.errors import UserError
 
-class BudgetExceeded(RuntimeError):
+
+class BudgetExceeded(UserError, RuntimeError):
     """Raised before a request that a budget cap forbids; finished work is kept by the caller."""
 
 
