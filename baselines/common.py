@@ -14,10 +14,8 @@ its best-so-far and `extra["stopped"] = "budget"`; `extra["spent"]` records what
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +29,7 @@ from harness.evaluator import EvalResult, Record
 from harness.llm.client import LLMClient, LLMError
 from harness.llm.usage import Ledger
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask
+from harness.seeds import derive_seed, rng  # noqa: F401 (derive_seed: metaspo still imports it from here)
 
 T = TypeVar("T")
 JOURNAL_VERSION = 1
@@ -48,16 +47,6 @@ def parse_settings(cls: type[Settings], settings: Settings | dict[str, Any] | No
     if overrides:
         return cls.model_validate({**settings.model_dump(), **overrides})
     return settings
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 31-bit seed from (seed, parts), stable across processes and Python versions."""
-    blob = ":".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def rng(seed: int, *parts: object) -> random.Random:
-    return random.Random(derive_seed(seed, *parts))
 
 
 def minibatch(examples: Sequence[Example], size: int | None, seed: int, *parts: object) -> list[Example]:

@@ -52,17 +52,16 @@ from baselines.common import (
     Spend,
     base_extra,
     chat,
-    derive_seed,
     evaluate,
     head,
     parse_operations,
     parse_settings,
-    rng,
     truncate,
 )
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.seeds import derive_seed, rng
 
 RLHook = Callable[[int, list[dict[str, Any]]], None]
 PRINCIPLES_HEADER = "When solving problems, first read and apply these principles:"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,13 +33,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from baselines.common import Reporter, Settings, Spend, base_extra, derive_seed, head, parse_settings, rng, truncate
+from baselines.common import Reporter, Settings, Spend, base_extra, head, parse_settings, truncate
 from harness.aio import run_sync
 from harness.benchmarks.base import Example
 from harness.evaluator import Record
+from harness.files import write_atomic
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.seeds import derive_seed, rng
 
 COMPONENT = "system_prompt"
 
@@ -188,9 +189,7 @@ class _Tracker:
         self.reporter.add(cand)
         self.saved.append(vars(cand))
         if self.log is not None:
-            tmp = self.log.with_name(f".{self.log.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.saved, default=str), encoding="utf-8")
-            os.replace(tmp, self.log)
+            write_atomic(self.log, json.dumps(self.saved, default=str))
 
     def on_iteration_start(self, event: Mapping[str, Any]) -> None:
         self.iteration = event["iteration"]

@@ -66,15 +66,13 @@ def import_responses(src: Path, db: Path) -> int:
 
 def export_responses(db: Path, dst: Path) -> int:
     """Every cached reply as JSONL sorted by key (stable diffs when re-recorded)."""
+    from harness.files import write_atomic
+
     con = sqlite3.connect(db)
     rows = con.execute("SELECT key, value FROM responses ORDER BY key").fetchall()
     con.close()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for key, value in rows:
-            f.write(json.dumps({"key": key, "value": json.loads(value)}, ensure_ascii=False, sort_keys=True) + "\n")
-    os.replace(tmp, dst)
+    write_atomic(dst, "".join(json.dumps({"key": key, "value": json.loads(value)}, ensure_ascii=False,
+                                         sort_keys=True) + "\n" for key, value in rows))
     return len(rows)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError
+from harness.files import write_atomic
 from harness.llm.client import LLMClient
 from harness.optimizer import OptimizationTask, RunContext
 from sepo.pools import canonical
@@ -118,9 +118,7 @@ def save_artifact(d: Path, text: str, prov: dict[str, Any]) -> Path:
                                                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                         time.gmtime())},
                                                               indent=1, default=str))):
-        tmp = d / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, d / name)
+        write_atomic(d / name, data)
     return d / TEXT
 
 

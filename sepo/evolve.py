@@ -10,7 +10,7 @@ if it is not worse than its parent re-scored on the same draw (paired) beyond a 
 A proposal the prompt agent could not deliver (truncated or untagged twice) or that duplicates an archive
 member is recorded as a skipped candidate: never scored, never admitted, never a parent.
 
-The state is checkpointed atomically (JSON, tmp + os.replace) after every candidate. All randomness of a
+The state is checkpointed atomically (JSON, harness.files.write_atomic) after every candidate. All randomness of a
 step is derived from (seed, generation, child index), so a resumed run makes exactly the requests an
 uninterrupted one makes, and the response cache answers those already paid for. A checkpoint written by a
 run that differs in anything that changes results (its fingerprint) is refused with CheckpointMismatch.
@@ -18,9 +18,7 @@ run that differs in anything that changes results (its fingerprint) is refused w
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +28,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.config import ConfigError
+from harness.files import write_atomic
 from harness.llm.usage import BudgetExceeded
+from harness.seeds import derive_seed
 from sepo.agent import Proposal
 from sepo.archive import Archive, Entry, admits
 from sepo.feedback import FeedbackItem
@@ -94,12 +94,6 @@ class EvolveSettings(BaseModel):
         return (self.generations, self.children) if self.archive else (self.generations * self.children, 1)
 
 
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 31-bit seed from (seed, parts): stable across processes and Python versions."""
-    blob = ":".join(str(p) for p in (seed, *parts)).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
-
-
 @dataclass
 class EvolveResult:
     archive: Archive
@@ -109,16 +103,6 @@ class EvolveResult:
     @property
     def best(self) -> Entry:
         return self.archive.best()
-
-
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class _State:
@@ -190,7 +174,7 @@ def evolve(initial_prompt: str, score_fn: ScoreFn, propose_fn: ProposeFn, settin
 
     def save() -> None:
         if checkpoint is not None:
-            _write_atomic(checkpoint, st.dump(fingerprint))
+            write_atomic(checkpoint, json.dumps(st.dump(fingerprint), ensure_ascii=False, indent=1), fsync=True)
 
     def created(entry: Entry) -> None:
         st.archive.add(entry)
