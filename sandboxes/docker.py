@@ -1,11 +1,11 @@
 """DockerSandbox: a warm pool of locked-down containers; programs run in batches through `docker exec`.
 
 Each container: no network, read-only root, small /tmp tmpfs, uid 65534, memory/pids/cpu limits, all
-capabilities dropped, no-new-privileges, no host mounts. A runner script (sandboxes/image/runner.py) runs each
-program in its own subprocess with a wall-clock timeout, evaluates the tests itself and decides pass/fail from
-its own nonce-authenticated records (never from an exit status), and kills everything it left behind; the host
-kills and replaces a container whose runner stalls or dies. Containers are labelled and removed on close(),
-at interpreter exit, on errors and on Ctrl-C.
+capabilities dropped, no-new-privileges, no host mounts. The driver (sandboxes/driver.py, shipped as source)
+runs each program in its own forked process with a wall-clock timeout, sends back the values of the tests'
+calls into the program, and kills everything the program left behind; the verdict is decided on the host
+(sandboxes/wire.py). The host kills and replaces a container whose driver stalls or dies. Containers are
+labelled and removed on close(), at interpreter exit, on errors and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Self
 
 from sandboxes.base import Program, RunResult, SandboxUnavailable
 from sandboxes.image import DEFAULT_TAG, ensure_image
-from sandboxes.local import DEFAULT_CAP, chunks, run_pending, runner_source, to_wire
+from sandboxes.wire import DEFAULT_CAP, chunks, driver_source, run_pending, run_programs
 
 LABEL = "sepo-bench.sandbox"
 OWNER = "sepo-bench.owner"
@@ -37,7 +37,7 @@ _LIVE: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
 
 
 def connect(timeout: float = 600):
-    """A docker client, or SandboxUnavailable saying how to start the engine."""
+    """A docker client, or SandboxUnavailable saying how to start the engine (the one place that connects)."""
     try:
         import docker
     except ImportError as e:
@@ -113,7 +113,9 @@ class _Slot:
         with contextlib.suppress(Exception):
             self.sb.client.api.kill(self.cid)
 
-    def exec_batch(self, sources: list[dict[str, str]], t: float) -> tuple[list[dict], str, str | None]:
+    def exec_batch(self, sources: list[dict], t: float,
+                   driver: str | None = None) -> tuple[list[dict], str, str | None]:
+        """Run sources through the driver in this container (driver: another driver's source, for perf/)."""
         sb, api = self.sb, self.sb.client.api
         if self.killed or not self.running():
             self.replace()
@@ -123,7 +125,8 @@ class _Slot:
         got: list[dict] = []
         err, buf = bytearray(), b""
         try:
-            eid = api.exec_create(self.cid, ["python3", "-I", "-c", runner_source(), *args], user="65534:65534",
+            eid = api.exec_create(self.cid, ["python3", "-I", "-c", driver or driver_source(), *args],
+                                  user="65534:65534",
                                   workdir="/tmp", environment={"HOME": "/tmp"})["Id"]
             self.deadline = time.monotonic() + t + GRACE_S
             for out, e in api.exec_start(eid, stream=True, demux=True):
@@ -216,9 +219,12 @@ class DockerSandbox:
         if self._closed.is_set():
             raise SandboxUnavailable("This DockerSandbox is closed; create a new one.")
         t = float(timeout_s or self.timeout_s)
-        sources = [to_wire(p) for p in programs]
+        return run_programs(programs, lambda sources: self.dispatch(sources, t), self.output_cap)
+
+    def dispatch(self, sources: list[dict], t: float, driver: str | None = None) -> list[dict]:
+        """Raw results for wire programs, in order, over the pool (driver: see _Slot.exec_batch)."""
         todo = deque(chunks(sources, self.pool_size))
-        out: list[RunResult | None] = [None] * len(programs)
+        out: list[dict | None] = [None] * len(sources)
         errors: list[BaseException] = []
 
         def worker() -> None:
@@ -229,7 +235,8 @@ class DockerSandbox:
                         idx = todo.popleft()
                     except IndexError:
                         return
-                    res = run_pending([sources[i] for i in idx], lambda s: slot.exec_batch(s, t), self.output_cap)
+                    res = run_pending([sources[i] for i in idx], lambda s: slot.exec_batch(s, t, driver),
+                                      self.output_cap)
                     for i, r in zip(idx, res, strict=True):
                         out[i] = r
             except BaseException as e:  # noqa: BLE001

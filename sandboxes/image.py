@@ -45,18 +45,9 @@ def rootfs_tarball() -> Path:
 
 
 def _client():
-    import docker
+    from sandboxes.docker import connect
 
-    from sandboxes.base import SandboxUnavailable
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as e:
-        raise SandboxUnavailable(
-            f"Docker engine not reachable ({type(e).__name__}); start it with `make docker` or "
-            "`dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false &`.") from e
-    return client
+    return connect()
 
 
 def image_exists(tag: str = DEFAULT_TAG, client=None) -> bool:

@@ -1,7 +1,4 @@
-"""LocalSandbox: run programs in subprocesses on this machine with rlimits. NOT isolation; opt-in only.
-
-Also holds the helpers both backends share (program composition, runner protocol, result mapping).
-"""
+"""LocalSandbox: run programs in subprocesses on this machine with rlimits. NOT isolation; opt-in only."""
 
 from __future__ import annotations
 
@@ -11,109 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
-from pathlib import Path
 from typing import Self
 
 from sandboxes.base import Program, RunResult, SandboxUnavailable
-
-RUNNER_PATH = Path(__file__).with_name("image") / "runner.py"
-DEFAULT_CAP = 64 * 1024
-MAX_BATCH = 32  # programs per runner process
-MAX_PAYLOAD = 1_000_000  # bytes of JSON per runner process (argv holds ~2 MB in the container)
-
-# exec_batch(programs) -> (result dicts in order, runner stderr, reason if the batch ended early or None)
-ExecBatch = Callable[[list[dict[str, str]]], tuple[list[dict], str, str | None]]
-
-
-@cache
-def runner_source() -> str:
-    return RUNNER_PATH.read_text()
-
-
-def compose(p: Program) -> str:
-    """Setup, program and tests as one file (for bare baselines; the sandboxes send the parts, see to_wire)."""
-    return "\n".join(part.rstrip("\n") for part in (p.setup, p.code, p.tests) if part.strip()) + "\n"
-
-
-def to_wire(p: Program) -> dict[str, str]:
-    """What the runner receives for one program: its parts, kept apart (the runner parses the tests)."""
-    return {"code": p.code, "tests": p.tests, "setup": p.setup}
-
-
-def _size(p: dict[str, str] | str) -> int:
-    return (len(p) if isinstance(p, str) else sum(len(v) for v in p.values())) + 64
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-def to_result(d: dict, cap: int) -> RunResult:
-    """Map one runner record to a RunResult. The runner decides passed/reason from its own test records
-    (see sandboxes/image/runner.py); the exit-status mapping below only serves records without a verdict."""
-    out, rc = d["out"][:cap + 64], d["rc"]
-    if "passed" in d:
-        return RunResult(passed=bool(d["passed"]), output=out, reason=d["reason"], duration_s=round(d["dur"], 4),
-                         tests_run=int(d.get("tests_run", 0)), tests_total=int(d.get("tests_total", 0)))
-    if d["timeout"]:
-        reason = "timeout"
-    elif rc == 0:
-        reason = "passed"
-    elif rc == -signal.SIGKILL:
-        reason = "killed (memory)"
-    elif rc == -signal.SIGXCPU:
-        reason = "timeout"
-    elif rc < 0:
-        reason = f"killed ({signal.Signals(-rc).name})" if -rc in signal.valid_signals() else f"killed ({-rc})"
-    else:
-        reason = f"error: {_last_line(out)}"
-    return RunResult(passed=False, output=out, reason=reason if reason != "passed" else "error: no test record",
-                     duration_s=round(d["dur"], 4))
-
-
-def chunks(sources: list[dict[str, str]], n_workers: int) -> list[list[int]]:
-    """Split program indices into batches: enough to keep every worker busy, bounded in count and size."""
-    size = max(1, min(MAX_BATCH, -(-len(sources) // (n_workers * 3))))
-    out: list[list[int]] = [[]]
-    used = 0
-    for i, s in enumerate(sources):
-        if out[-1] and (len(out[-1]) >= size or used + _size(s) > MAX_PAYLOAD):
-            out.append([])
-            used = 0
-        out[-1].append(i)
-        used += _size(s)
-    return [c for c in out if c]
-
-
-def run_pending(sources: list[dict[str, str]], exec_batch: ExecBatch, cap: int) -> list[RunResult]:
-    """Run sources through exec_batch; if the runner dies mid-batch, blame the program it was running and
-    rerun the rest."""
-    results: list[RunResult] = []
-    while len(results) < len(sources):
-        t0 = time.monotonic()
-        got, err, early = exec_batch(sources[len(results):])
-        results += [to_result(d, cap) for d in got]
-        if len(results) < len(sources):
-            reason = early or f"error: sandbox runner died ({_last_line(err)})"
-            results.append(RunResult(False, err[-cap:], reason, round(time.monotonic() - t0, 4)))
-    return results
-
-
-def parse_lines(data: bytes) -> list[dict]:
-    """Complete result lines only (a runner killed mid-write leaves a partial last line)."""
-    out = []
-    for ln in data.split(b"\n")[:-1]:
-        try:
-            out.append(json.loads(ln))
-        except ValueError:
-            break
-    return out
+from sandboxes.wire import DEFAULT_CAP, DRIVER_PATH, chunks, parse_lines, run_pending, run_programs
 
 
 def _user_procs() -> int:
@@ -148,22 +48,24 @@ class LocalSandbox:
 
     def run_many(self, programs: list[Program], timeout_s: float | None = None) -> list[RunResult]:
         t = float(timeout_s or self.timeout_s)
-        sources = [to_wire(p) for p in programs]
+        return run_programs(programs, lambda sources: self._dispatch(sources, t), self.output_cap)
+
+    def _dispatch(self, sources: list[dict], t: float) -> list[dict]:
         batches = chunks(sources, self.workers)
         with ThreadPoolExecutor(max(1, min(self.workers, len(batches)))) as ex:
             parts = list(ex.map(lambda idx: run_pending([sources[i] for i in idx],
                                                         lambda s: self._exec(s, t), self.output_cap), batches))
-        out: list[RunResult | None] = [None] * len(programs)
+        out: list[dict] = [{}] * len(sources)
         for idx, res in zip(batches, parts, strict=True):
             for i, r in zip(idx, res, strict=True):
                 out[i] = r
-        return out  # type: ignore[return-value]
+        return out
 
-    def _exec(self, sources: list[dict[str, str]], t: float) -> tuple[list[dict], str, str | None]:
+    def _exec(self, sources: list[dict], t: float) -> tuple[list[dict], str, str | None]:
         cfg = {"progs": sources, "timeout": t, "cap": self.output_cap, "mem": self.memory_mb << 20,
-               "fsize": self.fsize_mb << 20, "python": self.python, "killall": False,
+               "fsize": self.fsize_mb << 20, "killall": False,
                "nproc": 0 if os.getuid() == 0 else _user_procs() + self.pids}
-        proc = subprocess.Popen([self.python, "-I", "-B", str(RUNNER_PATH)], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([self.python, "-I", "-B", str(DRIVER_PATH)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         with self._lock:
             self._procs.add(proc)
