@@ -1,4 +1,4 @@
-"""The `sepo-bench` command line: eval, optimize (the experiment grid), report, ui, models, check-config."""
+"""The `sepo-bench` command line: eval, optimize (the experiment grid), rehearse, report, models, check-config."""
 
 from __future__ import annotations
 
@@ -176,6 +176,29 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rehearse(args: argparse.Namespace) -> int:
+    """Run the config end to end against the built-in simulated OpenAI-compatible world on 127.0.0.1 (no key,
+    no cost; outputs under <output_dir>/rehearsal as <name>-rehearsal, marked simulated), then print what the
+    real run will cost and how busy the endpoints were kept. None of its numbers is a result."""
+    from harness.rehearsal.rehearse import Settings, derive, rehearse
+
+    out, args.output_dir = args.output_dir, None
+    cfg = derive(_load(args), out)
+    settings = Settings(latency_s=args.latency_ms / 1000, jitter=args.jitter,
+                        estimate_latency_s=args.estimate_latency_s, report=not args.no_report)
+    return rehearse(cfg, _run_options(args), settings)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {x:g}")
+    return x
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     """Validate a config as `eval`/`optimize` would (every problem at once) and print it fully resolved."""
     from harness.checks import resolved, runtime_notes
@@ -237,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config", help="experiment YAML")
     c.add_argument("--output-dir", default=None, help=argparse.SUPPRESS)
     c.set_defaults(func=_cmd_check)
+
+    h = sub.add_parser("rehearse", help="the whole run against a simulated endpoint, and its cost estimate",
+                       description=_cmd_rehearse.__doc__)
+    _run_flags(h, "configs/paper.yaml")
+    h.add_argument("--latency-ms", type=_non_negative, default=100.0, help="simulated latency per request "
+                   "(default: %(default)s)")
+    h.add_argument("--jitter", type=_non_negative, default=0.5, help="latency drawn uniformly in mean x [1 - j, "
+                   "1 + j] (default: %(default)s; 0: fixed)")
+    h.add_argument("--estimate-latency-s", type=_non_negative, default=30.0, help="the real endpoint's latency "
+                   "per request for the wall-time estimate (default: %(default)s)")
+    h.add_argument("--no-report", action="store_true", help="skip building the report")
+    h.set_defaults(func=_cmd_rehearse)
 
     from harness.tune import add_parser as add_tune
 

@@ -1,0 +1,133 @@
+"""`sepo-bench rehearse`: a config's whole run against the simulated world, and what the real one will cost.
+
+The config is kept (models, prices, max_concurrency, caps, budgets, methods) except where the run goes:
+both endpoints point at the world's servers, API keys are a dummy in this process only, outputs go to
+`<output_dir>/rehearsal/` (default runs/rehearsal) as experiment `<name>-rehearsal` with its own response
+cache and MLflow store, and `simulated` is set so every output says so. Nothing it prints is a result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import ExperimentConfig
+
+BANNER = "SIMULATED: a rehearsal against the built-in simulated world; no number below is a result."
+
+
+@dataclass
+class Settings:
+    latency_s: float = 0.1
+    jitter: float = 0.5
+    estimate_latency_s: float = 30.0
+    report: bool = True
+
+
+def derive(cfg: ExperimentConfig, output_dir: str | None = None) -> ExperimentConfig:
+    """The rehearsal's copy of a config (endpoints are set once the world is up)."""
+    out = cfg.model_copy(deep=True)
+    out._source = cfg._source
+    root = Path(output_dir) if output_dir else cfg.path(cfg.output_dir) / "rehearsal"
+    out.output_dir = str(root.resolve() if root.is_absolute() else cfg.path(str(root)))
+    out.name = f"{cfg.name}-rehearsal"
+    out.simulated = True
+    out.llm.cache.path = str(Path(out.output_dir) / f"{out.name}-cache.sqlite")
+    out.llm.cache.mode = "read-write"
+    out.tracking.uri = f"sqlite:///{Path(out.output_dir) / 'mlflow.db'}"
+    return out
+
+
+def point_at(cfg: ExperimentConfig, urls: dict[str, str]) -> None:
+    """Both roles at the world: the model names stay (an embedded role gets its local model's name)."""
+    for role in ("task", "prompt"):
+        ep = getattr(cfg.llm, role)
+        model = ep.model or ep.local_model or f"simulated-{role}"
+        setattr(cfg.llm, role, ep.model_copy(update={"base_url": urls[role], "model": model, "local_model": None}))
+
+
+@contextmanager
+def dummy_keys(cfg: ExperimentConfig):
+    """The endpoints' api_key_env variables set to a dummy value while the rehearsal runs (real keys never
+    reach the world), restored afterwards."""
+    names = {getattr(cfg.llm, r).api_key_env for r in ("task", "prompt")} - {None}
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: "sk-rehearsal-dummy" for n in names})
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
+
+
+def results_rows(cfg: ExperimentConfig, returned: Any) -> list[dict[str, Any]]:
+    """Every finished cell of the rehearsal: results.json (finished earlier ones too), else what run() gave."""
+    import json
+
+    path = cfg.run_dir / "results.json"
+    if path.is_file():
+        try:
+            return list(json.loads(path.read_text(encoding="utf-8")).get("results", []))
+        except (ValueError, AttributeError):
+            pass
+    return [r for r in returned or [] if isinstance(r, dict)]
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"In flight (rehearsal wall {summary['wall_s']:.0f} s; ideal {summary['ideal_s']:.0f} s = busy time / "
+          f"max_concurrency, ratio {summary['wall_s'] / max(summary['ideal_s'], 1e-9):.2f}x):")
+    for role, r in summary["roles"].items():
+        print(f"  {role}: {r['requests']} requests, mean {r['mean_in_flight']:.1f} of {r['limit']} in flight, "
+              f"saturated {100 * r['saturated']:.0f}% of the time\n{r['timeline']}")
+    print(f"Harness CPU: {summary['harness_cpu_s']:.0f} s, {summary['cpu_per_request_ms']:.1f} ms per request; "
+          f"prompt-agent requests by kind {summary['prompt_kinds']}; unknown {summary['unknown_prompt_requests']}, "
+          f"task requests matching no example {summary['unmatched_task_requests']}")
+
+
+def rehearse(cfg: ExperimentConfig, opts, settings: Settings) -> int:
+    """Run the grid of `cfg` (already derived) against the world; print the estimate and the in-flight
+    summary; build the report. Returns the exit code."""
+    from harness.experiment import Experiment
+    from harness.rehearsal.estimate import render
+    from harness.rehearsal.world import World
+
+    print(BANNER, flush=True)
+    seeds = sorted(set(opts.seeds or cfg.seeds))
+    extra = sorted(getattr(Experiment(cfg, opts), "pools", None) or ())  # the pool benchmarks methods open
+    world = World.for_config(cfg, seeds, extra, latency_s=settings.latency_s, jitter=settings.jitter)
+    print(f"simulated world: {len(world.task)} examples indexed; latency {settings.latency_s * 1000:g} ms "
+          f"(jitter +-{settings.jitter:.0%}); outputs in {cfg.run_dir}", flush=True)
+    code, rows = 0, None
+    with world, dummy_keys(cfg):
+        point_at(cfg, world.urls)
+        exp = Experiment(cfg, opts)
+        t0 = time.monotonic()
+        try:
+            rows = exp.run()
+        except Exception as exc:  # still say what ran and what it would cost
+            print(f"{BANNER}\nthe rehearsal's run failed: {type(exc).__name__}: {exc}", flush=True)
+            code = 1
+        t1 = time.monotonic()
+        summary = world.summary(t0, t1)
+    if settings.report and code == 0:
+        build_report(cfg)
+    print(BANNER)
+    print(render(cfg, results_rows(cfg, rows), latency_s=settings.estimate_latency_s, rehearsal_wall_s=t1 - t0,
+                 rehearsal_latency_s=settings.latency_s))
+    print_summary(summary)
+    return code
+
+
+def build_report(cfg: ExperimentConfig) -> None:
+    from reports import build_report as build
+
+    paths = build(cfg.tracking.uri, cfg.name, cfg.run_dir / "report")
+    for p in (paths.values() if isinstance(paths, dict) else paths):
+        print(f"report (simulated): {p}")
