@@ -69,13 +69,16 @@ class RunContext:
     - shared_dir: an experiment-level directory for artifacts reused across cells (e.g. SePO's p~*);
     - check_disjoint_from_test(benchmark, ids): raises ConfigError when any of those example ids is in the
       target's test split under this cell's seed (the test ids themselves are never handed out);
-    - held_out: benchmark names the experiment keeps out of every pre-training pool.
+    - held_out: benchmark names the experiment keeps out of every pre-training pool;
+    - shared_stages_built: the runner built every shared stage before the cells (harness/stages.py), so a
+      missing stage artifact is an error, not work for the cell.
     """
 
     open_task: Callable[[str, int], OptimizationTask] | None = None
     shared_dir: Path | None = None
     check_disjoint_from_test: Callable[[str, Iterable[str]], None] | None = None
     held_out: tuple[str, ...] = ()
+    shared_stages_built: bool = False
 
 
 class Optimizer(Protocol):

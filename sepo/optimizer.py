@@ -3,7 +3,11 @@
 SePO-Generalist pre-trains on a multi-task pool, SePO-Specialist on one related task (sepo/pools.py).
 p~* is an artifact of its own (sepo/artifact.py): keyed by variant, pool, pool splits' seed, models, p~0 and
 pre-training settings, stored with its provenance under the run context's shared folder (or `pstar_dir`),
-produced by the first cell that needs it and reused by every later one, checked on every load. Ablations:
+checked on every load. In the experiment runner it is a shared stage (`shared_stage`, harness/stages.py):
+built once per key before the cells that use it, on a budget of its own; a budget stop there freezes the
+best p~ so far. Before p~* is frozen, the top `pstar_top_n` pre-training candidates and p~0 are re-scored on
+one fixed draw per pool task, and the best there wins (a single minibatch draw is noisy). Without the runner
+(scripts, tests) the first cell that needs a p~* pre-trains it from its own budget. Ablations:
 `self_improve: false` never pre-trains nor loads one (p~ stays the hand-written p~0); `archive: false`
 makes both stages linear searches that always extend the latest child.
 
@@ -14,8 +18,9 @@ and closes it at the end.
 
 Budgets: every evaluation SePO makes (pre-training, fine-tuning, the val re-scoring below) goes through the
 task client, whose ledger counts and caps it. BudgetExceeded anywhere stops SePO cleanly with its best so
-far: a budget stop in pre-training leaves the p~* checkpoint for the next cell and returns the initial task
-prompt (unscored); in fine-tuning, the best admitted candidate; in the val pass, the best of those scored.
+far: a budget stop in an in-cell pre-training leaves the p~* checkpoint for the next cell and returns the
+initial task prompt (unscored); in fine-tuning, the best admitted candidate; in the val pass, the best of
+those scored.
 `extra["usage"]` reports what each stage spent.
 
 Best candidate: when the task has validation examples, the top `val_top_n` archive candidates by minibatch
@@ -25,7 +30,7 @@ score, plus the initial prompt, are scored on (up to `val_size`) validation exam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -38,22 +43,26 @@ from harness.evaluator import Evaluator
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded, Ledger
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.stages import SharedStage, StageEnv, StageMissing
 from sepo import artifact
 from sepo.agent import PromptAgent, initial_prompt_agent
 from sepo.archive import Entry
-from sepo.evolve import EvolveResult, EvolveSettings
+from sepo.evolve import Draw, EvolveResult, EvolveSettings
 from sepo.pools import canonical, resolve_pool
-from sepo.stages import finetune, fit_feedback, pretrain
+from sepo.stages import agent_score_fn, finetune, fit_feedback, pretrain
 
 
 class SePOSettings(EvolveSettings):
     """Fine-tuning search settings (inherited) plus the pre-training and prompt-agent settings."""
 
     variant: Literal["generalist", "specialist"] = "generalist"
+    pool_mode: Literal["mixture", "per-target"] = Field(
+        "mixture", description="Generalist with no pretrain_pool: 'mixture' (the paper's) = one pool of every "
+        "built-in benchmark but Sudoku, custom and the held-out ones, the target's train split included, so one "
+        "p~* per pool seed serves every target; 'per-target' = that pool without the target (one p~* per target)")
     pretrain_pool: list[str] = Field(
-        default_factory=list, description="benchmark names to pre-train on. Generalist: empty = every built-in "
-        "benchmark except Sudoku, custom, the target and the held-out ones. Specialist: one name; empty = the "
-        "target's related task (sepo/pools.py:RELATED)")
+        default_factory=list, description="benchmark names to pre-train on. Generalist: empty = see pool_mode. "
+        "Specialist: one name; empty = the target's related task (sepo/pools.py:RELATED)")
     pool_selection: Literal["all", "greedy"] = Field(
         "all", description="Generalist: 'greedy' picks pool_size of the candidate tasks by relevance to the "
         "target and diversity (sepo/pools.py)")
@@ -61,8 +70,10 @@ class SePOSettings(EvolveSettings):
     pool_diversity: float = Field(0.5, ge=0.0, le=1.0, description="greedy: weight of diversity vs relevance")
     allow_target_in_pool: bool = Field(False, description="True: a pool may contain the target (its train "
                                        "split; the cell then does not claim the target is held out)")
-    pretrain_seed: int | None = Field(0, description="seed of the pool tasks' splits and of the pre-training "
-                                      "search; None = the cell's seed (then one p~* per seed)")
+    pretrain_seed: int | Literal["auto"] | None = Field(
+        "auto", description="seed of the pool tasks' splits and of the pre-training search; None = the cell's "
+        "seed (one p~* per seed); auto = the cell's seed when the pool holds the target (its train split must be "
+        "that seed's, disjoint from its test), else 0")
     self_improve: bool = Field(True, description="False: no pre-training, p~ stays the hand-written one")
     pretrain_generations: int | None = Field(None, ge=0, description="G for pre-training (None: same as G)")
     pretrain_children: int | None = Field(None, ge=1, description="K for pre-training (None: same as K)")
@@ -79,6 +90,8 @@ class SePOSettings(EvolveSettings):
         None, description="use this p~* artifact (a folder or its p_star.md, with provenance.json), checked "
         "against the target; never pre-trains")
     val_top_n: int = Field(3, ge=0, description="candidates re-scored on val to pick the best (0: none)")
+    pstar_top_n: int = Field(3, ge=0, description="pre-training candidates re-scored on one fixed draw per pool "
+                             "task before p~* is frozen (0: the best minibatch score wins)")
     val_size: int | None = Field(None, ge=1, description="cap on val examples used for that choice")
 
     def pretrain_settings(self) -> EvolveSettings:
@@ -154,7 +167,18 @@ class SePO:
             return resolve_pool("generalist", target_name, names, held_out=held_out,
                                 allow_target=s.allow_target_in_pool, registered_only=False)
         return resolve_pool(s.variant, target_name, s.pretrain_pool, held_out=held_out, selection=s.pool_selection,
-                            size=s.pool_size, diversity=s.pool_diversity, allow_target=s.allow_target_in_pool)
+                            size=s.pool_size, diversity=s.pool_diversity, allow_target=s.allow_target_in_pool,
+                            mixture=self.mixture)
+
+    @property
+    def mixture(self) -> bool:
+        """The paper's default Generalist pool: one mixture with the target's train split in it."""
+        s = self.settings
+        return (s.variant == "generalist" and s.pool_mode == "mixture" and s.pool_selection == "all"
+                and not s.pretrain_pool and self.pool_tasks is None)
+
+    def _allow_target(self) -> bool:
+        return self.settings.allow_target_in_pool or self.mixture
 
     def benchmarks_needed(self, target_name: str, held_out: Sequence[str] = ()) -> list[str]:
         """The pool benchmarks this method pre-trains on for `target_name` (none without self-improvement or
@@ -204,74 +228,156 @@ class SePO:
                 "lenient_tags": s.lenient_tags, "task_feedback_per_side": task_side}
 
     # ---- p~ -----------------------------------------------------------------------------------
-    def prompt_agent_for(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                         context: RunContext | None, checkpoint_dir: Path | None, meter: Meter,
-                         on_candidate: CandidateSink | None, stack: ExitStack) -> dict[str, Any]:
-        """p~ for this cell and where it came from: {"text", "pool", "info", "result"}; text None when a
-        budget stop interrupted pre-training."""
+    def _plan(self, target: str, seed: int, prompt_llm: LLMClient, context: RunContext | None,
+              open_pool: Callable[[list[str], int], list[OptimizationTask]]) -> dict[str, Any]:
+        """Everything that identifies this cell's p~* (pool, seed, settings, key, folder), before any request."""
         s = self.settings
-        p0 = initial_prompt_agent()
-        if not s.self_improve:
-            return {"text": p0, "pool": [], "info": {"source": "hand-written p~0"}}
-        allow = s.allow_target_in_pool
-        if s.prompt_agent_path:
-            text, prov, d = artifact.load_artifact(s.prompt_agent_path)
-            claim = artifact.check_provenance(prov, str(d), target=task.name, context=context, allow_target=allow,
-                                              text=text)
-            return {"text": text, "pool": prov["pool"], "info": {"source": "given", "path": str(d), "reused": True,
-                                                                 "key": prov.get("key_hash"), **claim}}
         held = context.held_out if context is not None else ()
-        names = self.pool_names(task.name, held)
-        pool_seed = s.pretrain_seed if s.pretrain_seed is not None else seed
-        pool = self._open_pool(names, pool_seed, task, context, stack)
+        names = self.pool_names(target, held)
+        auto = seed if canonical(target) in names else 0
+        pool_seed = seed if s.pretrain_seed is None else auto if s.pretrain_seed == "auto" else s.pretrain_seed
+        pool = open_pool(names, pool_seed)
         pre = s.pretrain_settings()
         fits = [fit_feedback(t, pre.shape[1], pre.minibatch, pre.feedback_per_side, s.feedback_per_side)
                 for t in pool]
         pre = pre.model_copy(update={"feedback_per_side": min(f[0] for f in fits)})
         task_side = min(f[1] for f in fits)
-        key = artifact.artifact_key(s.variant, pool, pool_seed, prompt_llm, p0,
-                                    self._pretrain_config(pre, task_side))
-        draft = artifact.provenance(key, pool)
-        where = "(not yet written)"
+        key = artifact.artifact_key(s.variant, pool, pool_seed, prompt_llm, initial_prompt_agent(),
+                                    {**self._pretrain_config(pre, task_side), "pstar_top_n": s.pstar_top_n})
+        draft = artifact.provenance(key, pool, mixture=self.mixture)
         store = self._store(context)
         d = artifact.artifact_dir(store, key) if store is not None else None
-        if d is not None:
-            where = str(d)
-        claim = artifact.check_provenance(draft, where, target=task.name, context=context, allow_target=allow)
+        claim = artifact.check_provenance(draft, str(d) if d else "(not yet written)", target=target,
+                                          context=context, allow_target=self._allow_target())
         info = {"source": "pre-trained", "key": draft["key_hash"], "path": str(d) if d else None,
                 "pool_seed": pool_seed, "feedback_per_side": {"pretrain": pre.feedback_per_side,
                                                               "pretrain_task": task_side}, **claim}
-        names = draft["pool"]
-        sink = (lambda e: on_candidate(to_candidate(e, "pretrain"))) if on_candidate else None
+        return {"pool": pool, "names": draft["pool"], "pool_seed": pool_seed, "pre": pre, "task_side": task_side,
+                "draft": draft, "dir": d, "info": info}
 
-        def run(ck: Path | None) -> EvolveResult:
-            return pretrain(p0, pool, prompt_llm, pre, seed=pool_seed, temperature=s.temperature,
-                            max_tokens=s.agent_max_tokens, lenient=s.lenient_tags,
-                            task_feedback_per_side=task_side, checkpoint=ck, on_candidate=sink,
-                            run_key={"key": draft["key_hash"]}, meter=meter)
+    def _pretrain(self, plan: dict[str, Any], pool: list[OptimizationTask], prompt_llm: LLMClient,
+                  ck: Path | None, meter: Meter, on_candidate: CandidateSink | None) -> EvolveResult:
+        s = self.settings
+        sink = (lambda e: on_candidate(to_candidate(e, "pretrain"))) if on_candidate else None
+        return pretrain(initial_prompt_agent(), pool, prompt_llm, plan["pre"], seed=plan["pool_seed"],
+                        temperature=s.temperature, max_tokens=s.agent_max_tokens, lenient=s.lenient_tags,
+                        task_feedback_per_side=plan["task_side"], checkpoint=ck, on_candidate=sink,
+                        run_key={"key": plan["draft"]["key_hash"]}, meter=meter)
+
+    def _freeze(self, plan: dict[str, Any], pool: list[OptimizationTask], prompt_llm: LLMClient,
+                res: EvolveResult) -> tuple[Entry, dict[str, float]]:
+        """p~*: the top `pstar_top_n` candidates (and p~0) re-scored on one fixed draw per pool task (common
+        random numbers), the best there; a budget stop keeps what was re-scored."""
+        s, arch = self.settings, res.archive
+        contenders = [e for e in arch.ranked()[: s.pstar_top_n]]
+        root = arch.entries[0]
+        if s.pstar_top_n and root.score is not None and root not in contenders:
+            contenders.append(root)
+        if len(contenders) < 2:
+            return arch.best(), {}
+        score = agent_score_fn(pool, prompt_llm, plan["pre"], seed=plan["pool_seed"], temperature=s.temperature,
+                               max_tokens=s.agent_max_tokens, lenient=s.lenient_tags,
+                               task_feedback_per_side=plan["task_side"])
+        scores: dict[str, float] = {}
+        for e in contenders:
+            try:
+                scores[e.id] = score(e.text, Draw(-1)).score
+            except BudgetExceeded:
+                break
+        if not scores:
+            return arch.best(), {}
+        order = {e.id: i for i, e in enumerate(arch.entries)}
+        best = max(scores, key=lambda i: (scores[i], arch[i].score or 0.0, -order[i]))
+        return arch[best], scores
+
+    def build_pstar(self, plan: dict[str, Any], pool: list[OptimizationTask], prompt_llm: LLMClient, *,
+                    meter: Meter, on_candidate: CandidateSink | None = None, freeze_on_stop: bool = True,
+                    ck: Path | None = None) -> dict[str, Any]:
+        """Pre-train (or resume, or load) the p~* of `plan`: {"text", "info", "result", "stopped"}. With a
+        store, the artifact is written under its lock; `freeze_on_stop` freezes the best so far when a budget
+        stops pre-training (a shared stage), else text is None (an in-cell pre-training)."""
+        d, info = plan["dir"], plan["info"]
+
+        def run() -> dict[str, Any]:
+            t0 = meter()
+            res = self._pretrain(plan, pool, prompt_llm, d / artifact.CHECKPOINT if d else ck, meter, on_candidate)
+            if res.stopped is not None and not freeze_on_stop:
+                return {"text": None, "info": {**info, "reused": False}, "result": res, "stopped": res.stopped}
+            best, rescored = self._freeze(plan, pool, prompt_llm, res)
+            chosen = {"id": best.id, "score": best.score, "rescored": rescored, "stopped": res.stopped}
+            if d is not None:
+                artifact.save_artifact(d, best.text, {**plan["draft"], "best": chosen, "candidates": len(res.archive),
+                                                      "cost_this_call": Meter.delta(t0, meter())})
+            return {"text": best.text, "info": {**info, "reused": False, "best": chosen}, "result": res,
+                    "stopped": res.stopped}
 
         if d is None:  # no shared store: pre-train for this cell only
-            res = run(Path(checkpoint_dir) / "sepo-pretrain.json" if checkpoint_dir else None)
-            text = res.best.text if res.stopped is None else None
-            return {"text": text, "pool": names, "info": {**info, "reused": False}, "result": res}
+            return run()
         with artifact.locked(d):
             if artifact.complete(d):
-                text, prov, _ = artifact.load_artifact(d)
-                claim = artifact.check_provenance(prov, str(d), target=task.name, context=context,
-                                                  allow_target=allow, text=text)
-                return {"text": text, "pool": prov["pool"], "info": {**info, **claim, "reused": True,
-                                                                      "best": prov.get("best")}}
-            t0 = meter()
-            res = run(d / artifact.CHECKPOINT)
-            if res.stopped is not None:
-                return {"text": None, "pool": names, "info": {**info, "reused": False}, "result": res}
-            best = res.best
-            artifact.save_artifact(d, best.text, {**draft, "best": {"id": best.id, "score": best.score},
-                                                  "candidates": len(res.archive), "cost_this_call": Meter.delta(
-                                                      t0, meter())})
-            return {"text": best.text, "pool": names, "info": {**info, "reused": False,
-                                                               "best": {"id": best.id, "score": best.score}},
-                    "result": res}
+                return self.load_pstar(plan)
+            return run()
+
+    def load_pstar(self, plan: dict[str, Any]) -> dict[str, Any]:
+        d = plan["dir"]
+        text, prov, _ = artifact.load_artifact(d)
+        return {"text": text, "info": {**plan["info"], "reused": True, "best": prov.get("best")}, "result": None,
+                "stopped": None, "pool": prov["pool"]}
+
+    def shared_stage(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
+                     context: RunContext) -> SharedStage | None:
+        """The pre-training this cell shares with every cell of the same p~* key (the runner builds it once,
+        before those cells, on a budget of its own); None when p~ is hand-written, given or not stored."""
+        s = self.settings
+        if not s.self_improve or s.prompt_agent_path or self._store(context) is None or context.open_task is None:
+            return None
+        plan = self._plan(task.name, seed, prompt_llm, context,
+                          lambda names, ps: [context.open_task(n, ps) for n in names])
+
+        def build(env: StageEnv) -> dict[str, Any]:
+            pool = [env.open_task(n, plan["pool_seed"]) for n in plan["names"]]
+            meter = Meter(*(t.evaluator.llm.ledger for t in pool), env.prompt_llm.ledger)
+            got = self.build_pstar(plan, pool, env.prompt_llm, meter=meter, on_candidate=env.on_candidate)
+            return {"text": got["text"], "stopped": got["stopped"], "info": got["info"],
+                    "candidates": [to_candidate(e, "pretrain") for e in got["result"].archive.entries]
+                    if got.get("result") else []}
+
+        return SharedStage(key=plan["draft"]["key_hash"], kind="sepo-pretrain", build=build,
+                           done=lambda: artifact.complete(plan["dir"]),
+                           describe=f"SePO {s.variant} p~* on {', '.join(plan['names'])} (pool seed "
+                                    f"{plan['pool_seed']})", pool=plan["names"])
+
+    def prompt_agent_for(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
+                         context: RunContext | None, checkpoint_dir: Path | None, meter: Meter,
+                         on_candidate: CandidateSink | None, stack: ExitStack) -> dict[str, Any]:
+        """p~ for this cell and where it came from: {"text", "pool", "info", "result"}; text None when a
+        budget stop interrupted an in-cell pre-training."""
+        s = self.settings
+        p0 = initial_prompt_agent()
+        if not s.self_improve:
+            return {"text": p0, "pool": [], "info": {"source": "hand-written p~0"}}
+        if s.prompt_agent_path:
+            text, prov, d = artifact.load_artifact(s.prompt_agent_path)
+            claim = artifact.check_provenance(prov, str(d), target=task.name, context=context, text=text,
+                                              allow_target=s.allow_target_in_pool or bool(prov.get("mixture")))
+            return {"text": text, "pool": prov["pool"], "info": {"source": "given", "path": str(d), "reused": True,
+                                                                 "key": prov.get("key_hash"), **claim}}
+        plan = self._plan(task.name, seed, prompt_llm, context,
+                          lambda names, ps: self._open_pool(names, ps, task, context, stack))
+        d = plan["dir"]
+        if d is not None and artifact.complete(d):
+            got = self.load_pstar(plan)
+            _, prov, _ = artifact.load_artifact(d)
+            artifact.check_provenance(prov, str(d), target=task.name, context=context,
+                                      allow_target=self._allow_target(), text=got["text"])
+            return {**got, "pool": prov["pool"]}
+        if context is not None and context.shared_stages_built:
+            raise StageMissing(f"SePO's p~* {plan['draft']['key_hash'][:12]} was not built by its shared stage "
+                               "(it failed or was interrupted); rerun to retry the stage.")
+        got = self.build_pstar(plan, plan["pool"], prompt_llm, meter=meter, on_candidate=on_candidate,
+                               freeze_on_stop=False, ck=Path(checkpoint_dir) / "sepo-pretrain.json"
+                               if checkpoint_dir else None)
+        return {**got, "pool": plan["names"]}
 
     # ---- the whole method ----------------------------------------------------------------------
     def fingerprint(self, task: OptimizationTask, prompt_llm: LLMClient, pstar_key: str | None) -> dict[str, Any]:
@@ -300,7 +406,7 @@ class SePO:
         extra: dict[str, Any] = {
             "prompt_agent": got["text"], "pretrain_pool": got["pool"], "pstar": got["info"],
             "pretrain_candidates": [to_candidate(e, "pretrain") for e in pre.archive.entries] if pre else [],
-            "pretrain_stopped": pre.stopped if pre else None, "stopped": None, "usage": usage,
+            "pretrain_stopped": got.get("stopped"), "stopped": None, "usage": usage,
             "feedback_per_side": side}
         if got["text"] is None:  # budget stop in pre-training: the initial task prompt, unscored
             root = Candidate("g0-0", task.initial_prompt, None, 0, None, None,

@@ -1,8 +1,10 @@
 """Which tasks SePO pre-trains on (the paper's pools), resolved from names before any benchmark is opened.
 
-- Generalist: a multi-task pool named in the settings (`pretrain_pool`); by default every built-in
-  benchmark except Sudoku (the paper keeps it out of every pre-training mixture), `custom` (it needs a
-  file), the target and the experiment's held-out benchmarks. `pool_selection: greedy` instead picks
+- Generalist: a multi-task pool named in the settings (`pretrain_pool`); by default (`mixture`, the paper's)
+  one mixture of every built-in benchmark except Sudoku (the paper keeps it out of every pre-training
+  mixture), `custom` (it needs a file) and the experiment's held-out benchmarks: the target's own train split
+  is in it, so one p~* serves every target; `per-target` leaves the target out too (one pool per target).
+  `pool_selection: greedy` instead picks
   `pool_size` tasks from those candidates by maximal marginal relevance: relevance to the target minus
   `pool_diversity` times the similarity to the tasks already chosen (the paper chooses its pool "greedily
   for relevance and diversity" without publishing the measure; ours is the word overlap (Jaccard) of the
@@ -67,9 +69,10 @@ def greedy_pool(target: str, candidates: Sequence[str], size: int, diversity: fl
 
 def resolve_pool(variant: str, target: str, names: Sequence[str], *, held_out: Sequence[str] = (),
                  selection: str = "all", size: int = 3, diversity: float = 0.5,
-                 allow_target: bool = False, registered_only: bool = True) -> list[str]:
+                 allow_target: bool = False, registered_only: bool = True, mixture: bool = False) -> list[str]:
     """The pool's benchmark names (canonical, in order); ConfigError when it breaks a rule.
-    `registered_only=False` accepts names outside the registry (tasks handed over ready-made)."""
+    `registered_only=False` accepts names outside the registry (tasks handed over ready-made); `mixture` keeps
+    the target in the default Generalist pool (and allows it there)."""
     target = canonical(target)
     held = {canonical(h) for h in held_out}
     explicit = [canonical(n) for n in names]
@@ -87,8 +90,9 @@ def resolve_pool(variant: str, target: str, names: Sequence[str], *, held_out: S
             raise ConfigError(f"SePO-Specialist has no default related task for {target!r}: set pretrain_pool "
                               "to one benchmark name.")
     else:
-        candidates = explicit or sorted(n for n in known if n not in DEFAULT_EXCLUDED and n != target
-                                        and n not in held)
+        candidates = explicit or sorted(n for n in known if n not in DEFAULT_EXCLUDED and n not in held
+                                        and (mixture or n != target))
+        allow_target = allow_target or (mixture and not explicit)
         pool = greedy_pool(target, candidates, size, diversity) if selection == "greedy" else candidates
     pool = list(dict.fromkeys(pool))
     bad = [n for n in pool if n in held]

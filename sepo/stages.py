@@ -43,31 +43,42 @@ SEP = "::"  # pre-training example ids are "<task>::<example id>"
 
 def draw(examples: Sequence[Example], size: int, seed: int, *parts: object,
          exclude: Iterable[str] = ()) -> list[Example]:
-    """A deterministic sample of `size` examples without the excluded ids (all the rest if fewer remain)."""
+    """A deterministic sample of `size` examples without the excluded ids.
+
+    Small splits (AIME's train split holds 10 examples) cannot keep a scoring draw of min(size, half the
+    split) apart from the feedback examples: then the draw is topped up with a seeded sample of the excluded
+    ones, so those examples are both shown and scored (overlap, recorded by the ids a score was judged on)."""
     skip = set(exclude)
     pool = [e for e in examples if e.id not in skip]
+    rng = random.Random(derive_seed(seed, "minibatch", *parts))
+    need = min(size, max(1, len(examples) // 2))
+    if len(pool) < need:
+        shown = [e for e in examples if e.id in skip]
+        return pool + rng.sample(shown, min(need - len(pool), len(shown)))
     if len(pool) <= size:
         return pool
-    return random.Random(derive_seed(seed, "minibatch", *parts)).sample(pool, size)
+    return rng.sample(pool, size)
 
 
 def fit_feedback(task: OptimizationTask, kids: int, minibatch: int, per_side: int,
                  once_per_side: int = 0) -> tuple[int, int]:
     """Failures/successes shown per side, shrunk (largest first) until the examples one generation may show
     (2 * per_side for each of its `kids` parents, plus 2 * once_per_side shown once) leave min(minibatch, half
-    the train split) for the scoring draw. ConfigError (before any request) when a side would drop to 0."""
+    the train split) for the scoring draw; a requested side never drops below 1 (on a split too small for
+    that, `draw` overlaps). ConfigError (before any request) only for a task with fewer than 2 examples."""
     n = len(task.train)
+    if n < 2 and (per_side or once_per_side):
+        raise ConfigError(f"{task.name}'s train split has {n} example(s); SePO needs at least 2 (one shown as "
+                          "feedback, one scored); use a larger train split.")
     keep = max(1, min(minibatch, n // 2))
     sides = [per_side, once_per_side]
+    floor = [min(1, per_side), min(1, once_per_side)]
 
     def shown() -> int:
         return 2 * sides[0] * kids + 2 * sides[1]
 
-    while shown() > n - keep and any(sides):
-        sides[0 if sides[0] >= sides[1] else 1] -= 1
-    if any(want and not got for want, got in zip((per_side, once_per_side), sides, strict=True)):
-        raise ConfigError(f"{task.name}'s train split has {n} examples, too few for SePO: the feedback examples "
-                          "shown in a generation must stay out of its scoring draw; use a larger train split.")
+    while shown() > n - keep and sides != floor:
+        sides[0 if sides[0] - floor[0] >= sides[1] - floor[1] else 1] -= 1
     return sides[0], sides[1]
 
 

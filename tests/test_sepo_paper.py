@@ -153,7 +153,8 @@ def test_a_held_out_target_that_was_in_the_pool_is_refused(srv, tmp_path, synth_
 
 def test_a_pool_split_overlapping_the_targets_test_split_is_refused(srv, tmp_path, synth_registry):
     task_llm, prompt_llm, _ = clients(srv.url, tmp_path / "cache.sqlite")
-    s = {**SMALL, **TINY_PRE, "pretrain_pool": ["sepo-shuffled", "sepo-pool-a"], "allow_target_in_pool": True}
+    s = {**SMALL, **TINY_PRE, "pretrain_pool": ["sepo-shuffled", "sepo-pool-a"], "allow_target_in_pool": True,
+         "pretrain_seed": 0}  # a fixed pool seed (the default, auto, takes the cell's when the target is in the pool)
     # seed 0: the pool's train split (seed 0) is disjoint from the seed-0 test split: pre-trains, stores p~*
     first = SePO(**s).optimize(make_task(Shuffled, task_llm, 0), prompt_llm, seed=0,
                                context=context(task_llm, tmp_path, "sepo-shuffled", 0))
@@ -170,9 +171,12 @@ def test_a_pool_split_overlapping_the_targets_test_split_is_refused(srv, tmp_pat
             context=context(task_llm, tmp_path, "sepo-shuffled", 1))
     assert len(srv.requests) == n
     # pool splits under the cell's seed are disjoint from its test split: allowed
-    ok = SePO(**s, pretrain_seed=None).optimize(make_task(Shuffled, task_llm, 1), prompt_llm, seed=1,
+    ok = SePO(**{**s, "pretrain_seed": None}).optimize(make_task(Shuffled, task_llm, 1), prompt_llm, seed=1,
                                                 context=context(task_llm, tmp_path, "sepo-shuffled", 1))
     assert ok.extra["pstar"]["pool_seed"] == 1
+    auto = SePO(**{**s, "pretrain_seed": "auto"}).optimize(make_task(Shuffled, task_llm, 1), prompt_llm, seed=1,
+                                                          context=context(task_llm, tmp_path, "sepo-shuffled", 1))
+    assert auto.extra["pstar"]["pool_seed"] == 1 and auto.extra["pstar"]["key"] == ok.extra["pstar"]["key"]
 
 
 def test_self_improve_false_sends_the_hand_written_prompt_agent(srv, tmp_path, synth_registry):
@@ -209,6 +213,16 @@ def test_the_generalist_default_pool_excludes_sudoku_and_the_target():
     with pytest.raises(ConfigError, match="not a benchmark"):
         SePO(pretrain_pool=["aimee"]).benchmarks_needed("mbpp")
     assert SePO(self_improve=False).benchmarks_needed("mbpp") == []
+
+
+def test_the_generalist_default_is_one_mixture_with_the_target_and_per_target_is_an_option():
+    mixture = ["aime", "arc", "gpqa", "mbpp"]
+    for target in ("aime", "arc", "gpqa", "mbpp", "sudoku"):  # one pool (one p~* per seed) serves every target
+        assert SePO().pool_names(target, held_out=["sudoku"]) == mixture
+    assert SePO(pool_mode="per-target").pool_names("mbpp", held_out=["sudoku"]) == ["aime", "arc", "gpqa"]
+    assert SePO().pool_names("mbpp", held_out=["gpqa", "sudoku"]) == ["aime", "arc", "mbpp"]
+    with pytest.raises(ConfigError, match="contains the target"):  # an explicit pool still needs the opt-in
+        SePO(pretrain_pool=["aime", "mbpp"]).pool_names("mbpp")
 
 
 # ---- 3. draws -------------------------------------------------------------------------------------------

@@ -217,5 +217,19 @@ def test_feedback_shrinks_to_keep_scoring_draws_disjoint_on_small_train_splits()
     assert fit_feedback(task(12), 2, 4, 3) == (2, 0)  # 8 shown, 4 left for a minibatch of 4
     assert fit_feedback(task(10), 1, 3, 1, 2) == (1, 2)  # pre-training: 2 + 4 shown, 4 left
     assert fit_feedback(task(8), 1, 3, 1, 3) == (1, 1)
-    with pytest.raises(ConfigError, match="too few"):
-        fit_feedback(task(3), 2, 4, 1)
+    assert fit_feedback(task(3), 2, 4, 1) == (1, 0)  # too small to keep apart: draws overlap (issue 19: AIME)
+    with pytest.raises(ConfigError, match="at least 2"):
+        fit_feedback(task(1), 2, 4, 1)
+
+
+def test_draw_on_a_small_split_overlaps_the_feedback_examples_instead_of_failing():
+    from harness.benchmarks.base import Example
+    from sepo.stages import draw
+
+    train = [Example(id=str(i), question=f"q{i}", answer=i) for i in range(10)]  # AIME's train split: 10
+    shown = {str(i) for i in range(8)}  # 2 per side x 2 parents
+    got = draw(train, 16, 0, "g1", exclude=shown)
+    assert len(got) == 5 and {"8", "9"} <= {e.id for e in got}  # half the split, the unshown ones first
+    assert got == draw(train, 16, 0, "g1", exclude=shown)  # deterministic
+    roomy = draw(train, 4, 0, "g1", exclude={"0", "1"})
+    assert len(roomy) == 4 and not {"0", "1"} & {e.id for e in roomy}  # disjoint when the split allows
