@@ -34,7 +34,11 @@ system prompts with stage "outer" (train_score = the mean over nodes, meta admit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
@@ -56,9 +60,11 @@ from baselines.common import (
     parse_settings,
     rng,
 )
+from harness.files import write_atomic
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
 from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.stages import SharedStage, StageEnv, StageMissing
 
 DEFAULT_SYSTEM = "You are a helpful assistant."  # the repository's default initial system prompt
 QUESTION = "{question}"
@@ -132,6 +138,21 @@ Reference answer:
 </Example>"""
 
 
+RESULT = "result.json"  # a finished meta-training in its shared-stage folder
+
+
+@contextmanager
+def locked(d: Path) -> Iterator[None]:
+    """An exclusive lock on a stage folder (threads and processes alike)."""
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class MetaSPOSettings(Settings):
     meta_train_pool: list[str] = Field(default_factory=list, description="benchmarks to meta-train on (empty: "
                                        "every registered one but custom); the target and the experiment's held-out "
@@ -149,6 +170,8 @@ class MetaSPOSettings(Settings):
     initial_system_prompt: str | None = Field(None, description="None: the task's initial prompt, or "
                                               f"{DEFAULT_SYSTEM!r} when that is empty")
     excerpt_chars: int = Field(600, ge=50, description="truncation of questions/responses shown")
+    meta_seed: int | None = Field(0, description="seed of the meta-training pool's splits and samples (a shared "
+                                  "stage: one meta-training per target and meta_seed); None = the cell's seed")
 
 
 @dataclass
@@ -194,21 +217,90 @@ class MetaSPO:
         pool = [context.open_task(n, seed) for n in names]
         return pool, "meta-train pool"
 
+    # ---- meta-training as a shared stage (harness/stages.py) ----------------------------------------
+    def _stage_plan(self, task: OptimizationTask, prompt_llm: LLMClient, seed: int,
+                    context: RunContext) -> dict[str, Any] | None:
+        """The meta-training this cell shares with the cells of the same key (target's pool, meta seed,
+        settings, models), or None when it cannot be shared (no runner context or shared folder)."""
+        if self.pool_tasks is not None or context.open_task is None or context.shared_dir is None:
+            return None
+        names = self.benchmarks_needed(task.benchmark.name, context.held_out)
+        if not names:
+            return None
+        mseed = seed if self.settings.meta_seed is None else self.settings.meta_seed
+        pool = [context.open_task(n, mseed) for n in names]
+        key = {"pool": [{"name": t.name, "train": [e.id for e in t.train]} for t in pool], "seed": mseed,
+               "settings": self.settings.model_dump(exclude={"meta_seed"}), "system0": self._system0(task),
+               "prompt_model": [prompt_llm.model, prompt_llm.endpoint.temperature],
+               "task_model": [t.evaluator.llm.model for t in pool][:1]}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        return {"key": digest, "names": names, "seed": mseed, "dir": Path(context.shared_dir) / "metaspo" /
+                digest[:16], "system0": self._system0(task)}
+
+    def shared_stage(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
+                     context: RunContext) -> SharedStage | None:
+        plan = self._stage_plan(task, prompt_llm, seed, context)
+        if plan is None:
+            return None
+        d: Path = plan["dir"]
+
+        def build(env: StageEnv) -> dict[str, Any]:
+            with locked(d):
+                if (d / RESULT).is_file():
+                    return json.loads((d / RESULT).read_text(encoding="utf-8"))
+                pool = [env.open_task(n, plan["seed"]) for n in plan["names"]]
+                res = self._meta_train(pool, "meta-train pool", plan["system0"], env.prompt_llm, plan["seed"],
+                                       env.on_candidate, d / "metaspo.jsonl", context)
+                out = {"text": res.best.prompt, "stopped": res.extra.get("stopped"), "key": plan["key"],
+                       "best": vars(res.best), "candidates": [vars(c) for c in res.candidates],
+                       "extra": res.extra}
+                write_atomic(d / RESULT, json.dumps(out, default=str))
+                return out
+
+        return SharedStage(key=plan["key"], kind="metaspo-meta", build=build, done=(d / RESULT).is_file,
+                           describe=f"MetaSPO meta-training on {', '.join(plan['names'])} (seed {plan['seed']})",
+                           pool=plan["names"])
+
+    def _system0(self, task: OptimizationTask) -> str:
+        s = self.settings
+        return s.initial_system_prompt if s.initial_system_prompt is not None else (task.initial_prompt or
+                                                                                      DEFAULT_SYSTEM)
+
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
                  on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
                  context: RunContext | None = None) -> OptimizeResult:
-        s = self.settings
+        """The meta-learned system prompt for `task`: the shared stage's when the runner built it (the
+        cell then spends nothing), else meta-trained here on the cell's budget."""
+        plan = self._stage_plan(task, prompt_llm, seed, context) if context is not None else None
+        if plan is not None and (plan["dir"] / RESULT).is_file():
+            done = json.loads((plan["dir"] / RESULT).read_text(encoding="utf-8"))
+            cands = [Candidate(**c) for c in done["candidates"]]
+            for c in cands:
+                if on_candidate is not None:
+                    on_candidate(c)
+            best = next(c for c in cands if c.id == done["best"]["id"])
+            return OptimizeResult(best, cands, {**done["extra"], "stopped": None, "stage_stopped": done["stopped"],
+                                                "stage_key": done["key"], "spent": {}})
+        if plan is not None and context.shared_stages_built:
+            raise StageMissing(f"MetaSPO's meta-training {plan['key'][:12]} was not built by its shared stage (it "
+                               "failed or was interrupted); rerun to retry the stage.")
         pool, pool_kind = self._pool(task, seed, context)
+        return self._meta_train(pool, pool_kind, self._system0(task), prompt_llm, seed, on_candidate,
+                                Path(checkpoint_dir) / "metaspo.jsonl" if checkpoint_dir else None, context,
+                                target=task.name)
+
+    def _meta_train(self, pool: list[OptimizationTask], pool_kind: str, system0: str, prompt_llm: LLMClient,
+                    seed: int, on_candidate: CandidateSink | None, journal_path: Path | None,
+                    context: RunContext | None, target: str = "") -> OptimizeResult:
+        s = self.settings
         samples = [minibatch(t.train, s.train_size, seed, "metaspo", t.name) for t in pool]
         if context is not None and context.check_disjoint_from_test is not None:
             for t, smp in zip(pool, samples, strict=True):
                 context.check_disjoint_from_test(t.benchmark.name, [e.id for e in smp])
-        system0 = s.initial_system_prompt if s.initial_system_prompt is not None else (
-            task.initial_prompt or DEFAULT_SYSTEM)
-        spend = Spend(task.evaluator.llm, prompt_llm, *(t.evaluator.llm for t in pool))
-        journal = Journal(Path(checkpoint_dir) / "metaspo.jsonl" if checkpoint_dir else None,
-                          {"method": "metaspo", "seed": seed, "target": task.name, "pool": [t.name for t in pool],
-                           "system0": system0, "settings": s.model_dump()})
+        spend = Spend(prompt_llm, *(t.evaluator.llm for t in pool))
+        journal = Journal(journal_path, {"method": "metaspo", "seed": seed, "target": target,
+                                         "pool": [t.name for t in pool], "system0": system0,
+                                         "settings": s.model_dump()})
         reporter = Reporter(on_candidate)
 
         def ask(key: str, system: str, user: str) -> str:
