@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from harness.config import ConfigError, ExperimentConfig, suggest
+from harness.registry import canonical_benchmark
 
 
 def _benchmark_problems(cfg: ExperimentConfig) -> list[str]:
@@ -21,7 +22,7 @@ def _benchmark_problems(cfg: ExperimentConfig) -> list[str]:
     known = sorted(registry()) + sorted(ALIASES)
     for i, b in enumerate(cfg.benchmarks):
         where = f"{cfg.source}: 'benchmarks.{i}'"
-        key = ALIASES.get(b.name.strip().lower(), b.name.strip().lower())
+        key = canonical_benchmark(b.name)
         if key not in registry():
             out.append(f"{where}: unknown benchmark {b.name!r}{suggest(b.name.lower(), known)}; known benchmarks: "
                        f"{', '.join(sorted(registry()))}.")
@@ -39,7 +40,7 @@ def _benchmark_problems(cfg: ExperimentConfig) -> list[str]:
         except DatasetMissing as exc:
             out.append(f"{where} ({b.name}): {exc}")
     for i, name in enumerate(cfg.held_out):
-        key = ALIASES.get(name.strip().lower(), name.strip().lower())
+        key = canonical_benchmark(name)
         if key not in registry():
             out.append(f"{cfg.source}: 'held_out.{i}': unknown benchmark {name!r}{suggest(name.lower(), known)}; "
                        "name benchmarks from the registry.")

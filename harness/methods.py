@@ -17,7 +17,8 @@ or any name with `method: <registered name>` among its settings (a named setting
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from harness.config import ConfigError
 from harness.optimizer import Optimizer
@@ -37,6 +38,30 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "espl": ("baselines.espl:ESPL", {}),
     "gepa": ("baselines.gepa:GEPA", {}),
 }
+
+
+# what a method is an ablation of (Table 2); a method's family: FAMILY_OF, else its module's (sepo., baselines.)
+ABLATION_OF: dict[str, str] = {"sepo-no-archive": "sepo-generalist", "sepo-no-self-improve": "sepo-generalist"}
+Family = Literal["sepo", "baseline", "peer"]
+FAMILY_OF: dict[str, Family] = {"mlflow-gepa": "peer", "mlflow-metaprompt": "peer"}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    target: str  # module:Class
+    presets: dict[str, Any]
+    family: Family
+    ablation_of: str | None = None
+
+
+def method_info(name: str) -> MethodInfo:
+    """A registered method's metadata (KeyError for an unknown name; see resolve_method for run names)."""
+    target, presets = METHODS[name]
+    module = target.split(":")[0]
+    family: Family = FAMILY_OF.get(name) or (
+        "sepo" if module.startswith("sepo.") else "baseline" if module.startswith("baselines.") else "peer")
+    return MethodInfo(name, target, dict(presets), family, ABLATION_OF.get(name))
 
 
 def resolve_method(run_name: str, settings: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:

@@ -21,10 +21,21 @@ ALIASES = {
 }
 
 
+def normalize(name: str) -> str:
+    """A name as the registries key it: stripped, lower case (the one normalisation; harness.registry)."""
+    return str(name).strip().lower()
+
+
+def canonical_benchmark(name: str) -> str:
+    """The registered benchmark a name or alias means (an unknown name comes back normalised)."""
+    key = normalize(name)
+    return ALIASES.get(key, key)
+
+
 def get_benchmark(name: str, data_dir: str | None = None, **options: Any) -> Benchmark:
     """A benchmark by registry name or alias, e.g. get_benchmark("mbpp", sandbox=sb, variant="sanitized")."""
-    key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key == "mbpp" and name.strip().lower() == "mbpp-sanitized":
+    key = canonical_benchmark(name)
+    if key == "mbpp" and normalize(name) == "mbpp-sanitized":
         options.setdefault("variant", "sanitized")
     known = registry()
     if key not in known:
@@ -35,4 +46,5 @@ def get_benchmark(name: str, data_dir: str | None = None, **options: Any) -> Ben
     return cls(data_dir, **options)
 
 
-__all__ = ["Benchmark", "Example", "Score", "Split", "get_benchmark", "registry"]
+__all__ = ["ALIASES", "Benchmark", "Example", "Score", "Split", "canonical_benchmark", "get_benchmark", "normalize",
+           "registry"]

@@ -30,7 +30,8 @@ class Score:
 
 
 class Benchmark:
-    """Base class. Subclasses set `name`, `description`, and implement `load_all` and `score`."""
+    """Base class. Subclasses set `name`, `description`, and implement `load` and `score`; one that runs
+    model-written code when it scores overrides `needs_sandbox`."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""  # a task description the prompt agent reads
@@ -40,6 +41,11 @@ class Benchmark:
     def __init__(self, data_dir: str | None = None, **options: Any) -> None:
         self.data_dir = data_dir
         self.options = options
+
+    @classmethod
+    def needs_sandbox(cls, options: dict[str, Any]) -> bool:
+        """Whether scoring with these options runs code (the runner then builds a sandbox first)."""
+        return False
 
     def load(self, split: Split, seed: int) -> list[Example]:
         raise NotImplementedError

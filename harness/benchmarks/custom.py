@@ -61,6 +61,10 @@ def stated_answer(text: str) -> str:
 class Custom(SandboxUser, Benchmark):
     max_tokens = 1024
 
+    @classmethod
+    def needs_sandbox(cls, options: dict[str, Any]) -> bool:
+        return options.get("scorer") == "python"
+
     def __init__(self, data_dir: str | None = None, sandbox: Any = None, **options: Any) -> None:
         data.check_options(
             "custom",

@@ -89,6 +89,10 @@ def run_code(user: SandboxUser, items: list[tuple[str | None, str, str, int]]) -
 
 @register("mbpp")
 class MBPP(SandboxUser, Benchmark):
+    @classmethod
+    def needs_sandbox(cls, options: dict[str, Any]) -> bool:
+        return True
+
     description = (
         "MBPP (Mostly Basic Python Problems): short Python programming tasks described in one sentence, "
         "each followed by one example assert that shows the required function name and signature. The "
