@@ -1,6 +1,9 @@
 """What every baseline shares: settings validation, a resume journal, spend accounting, minibatches,
 candidate records and small text helpers.
 
+Events. `optimize` takes `callbacks=Callbacks(...)` (harness.optimizer; `on_candidate=` still works): a
+baseline reports candidates and finished generations, and calls `check_stop` before each step that spends.
+
 Resume. A baseline's procedure is deterministic given its seed (all randomness is derived from
 `(seed, step, ...)`) and the results of its paid steps (evaluations, proposer replies). The `Journal`
 stores each finished step's result under a stable key, appended to a JSONL file and fsync'ed; a rerun
@@ -27,8 +30,8 @@ from harness.aio import run_sync
 from harness.benchmarks.base import Example
 from harness.evaluator import EvalResult, Record
 from harness.llm.client import LLMClient, LLMError
-from harness.llm.usage import Ledger
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask
+from harness.llm.usage import Usage, snapshot_of
+from harness.optimizer import Candidate, CandidateSink, OptimizationTask, StopRequested
 from harness.seeds import derive_seed, rng  # noqa: F401 (derive_seed: metaspo still imports it from here)
 
 T = TypeVar("T")
@@ -144,36 +147,23 @@ class Journal:
 
 # ---- spend -----------------------------------------------------------------------------------------
 
-_FIELDS = ("requests", "cache_hits", "tokens", "usd", "evaluations")
-
-
 class Spend:
-    """What the given clients' ledgers recorded since a mark (each distinct ledger counted once)."""
+    """The ledgers' snapshot/since (harness.llm.usage) over the given clients' ledgers, each counted once,
+    in the shapes the baselines record."""
 
     def __init__(self, *llms: LLMClient) -> None:
-        seen: dict[int, Ledger] = {}
-        for llm in llms:
-            seen.setdefault(id(llm.ledger), llm.ledger)
-        self.ledgers = list(seen.values())
+        self.ledgers = [llm.ledger for llm in llms]
         self.start = self.mark()
 
-    def mark(self) -> dict[str, float]:
-        out = dict.fromkeys(_FIELDS, 0.0)
-        for led in self.ledgers:
-            t = led.total
-            for k in _FIELDS:
-                out[k] += getattr(t, k)
-        return out
+    def mark(self) -> Usage:
+        return snapshot_of(*self.ledgers)
 
-    def since(self, mark: dict[str, float] | None = None) -> dict[str, float]:
-        now, base = self.mark(), mark or self.start
-        out = {k: now[k] - base[k] for k in _FIELDS}
-        for k in ("requests", "cache_hits", "tokens", "evaluations"):
-            out[k] = int(out[k])
-        out["usd"] = round(out["usd"], 8)
-        return out
+    def since(self, mark: Usage | None = None) -> dict[str, float]:
+        d = self.mark() - (mark or self.start)
+        return {"requests": d.requests, "cache_hits": d.cache_hits, "tokens": d.tokens, "usd": round(d.usd, 8),
+                "evaluations": d.evaluations}
 
-    def cost(self, mark: dict[str, float]) -> dict[str, float]:
+    def cost(self, mark: Usage) -> dict[str, float]:
         """The shared Candidate.meta["cost"] shape."""
         s = self.since(mark)
         return {"requests": s["requests"], "tokens": s["tokens"], "usd": s["usd"], "evaluations": s["evaluations"]}
@@ -279,6 +269,11 @@ class Reporter:
         if self.on_candidate is not None and not restored:
             self.on_candidate(cand)
         return cand
+
+
+def stop_label(exc: BaseException) -> str:
+    """extra["stopped"] for a run ended by BudgetExceeded ("budget") or by the caller's should_stop (its reason)."""
+    return exc.reason if isinstance(exc, StopRequested) else "budget"
 
 
 def base_extra(spend: Spend, stopped: str | None, **more: Any) -> dict[str, Any]:

@@ -56,11 +56,22 @@ from baselines.common import (
     head,
     parse_operations,
     parse_settings,
+    stop_label,
     truncate,
 )
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.optimizer import (
+    Callbacks,
+    Candidate,
+    CandidateSink,
+    OptimizationTask,
+    OptimizeResult,
+    RunContext,
+    StopRequested,
+    callbacks_of,
+    check_stop,
+)
 from harness.seeds import derive_seed, rng
 
 RLHook = Callable[[int, list[dict[str, Any]]], None]
@@ -244,6 +255,7 @@ def softmax_sample(scores: list[float], k: int, r) -> list[int]:
 
 class ESPL:
     name = "espl"
+    Settings = ESPLSettings
 
     def __init__(self, settings: ESPLSettings | dict[str, Any] | None = None, *, rl_update: RLHook | None = None,
                  **overrides: Any) -> None:
@@ -289,15 +301,16 @@ class ESPL:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult:
+                 callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
+                 checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
+        cb = callbacks_of(callbacks, on_candidate)
         s = self.settings
         base = task.initial_prompt
         spend = Spend(task.evaluator.llm, prompt_llm)
         journal = Journal(Path(checkpoint_dir) / "espl.jsonl" if checkpoint_dir else None,
                           {"method": "espl", "seed": seed, "task": task.name, "initial": base,
                            "settings": s.model_dump()})
-        reporter = Reporter(on_candidate)
+        reporter = Reporter(cb.on_candidate)
         root = Program("p0", {}, s.mu0, s.sigma0, [], "root", -1)
         self.programs = [root]
         pool = [root]
@@ -320,6 +333,7 @@ class ESPL:
         per_epoch = max(1, math.ceil(n_train / s.batch_size))
         try:
             for step in range(s.steps):
+                check_stop(cb)
                 epoch, b = divmod(step, per_epoch)
                 order = list(task.train)
                 rng(seed, "espl-epoch", epoch).shuffle(order)
@@ -365,8 +379,9 @@ class ESPL:
                 if child is not None:
                     child.created_cost = spend.cost(mark)
                     add(child)
-        except BudgetExceeded:
-            stopped = "budget"
+                cb.generation_end(step)
+        except (BudgetExceeded, StopRequested) as exc:
+            stopped = stop_label(exc)
         best = self._final(task, base, journal, reporter)
         for p in self.programs:
             if p.candidate is None:  # created but never sampled before the run ended

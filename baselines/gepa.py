@@ -40,7 +40,15 @@ from harness.evaluator import Record
 from harness.files import write_atomic
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.optimizer import (
+    Callbacks,
+    Candidate,
+    CandidateSink,
+    OptimizationTask,
+    OptimizeResult,
+    RunContext,
+    callbacks_of,
+)
 from harness.seeds import derive_seed, rng
 
 COMPONENT = "system_prompt"
@@ -172,8 +180,9 @@ class _Tracker:
     """GEPA callbacks -> harness candidates (with lineage, scores, replies and cost)."""
 
     def __init__(self, reporter: Reporter, reflection: ReflectionLM, spend: Spend, log: Path | None,
-                 restored: list[dict[str, Any]]) -> None:
+                 restored: list[dict[str, Any]], callbacks: Callbacks | None = None) -> None:
         self.reporter, self.reflection, self.spend, self.log = reporter, reflection, spend, log
+        self.callbacks = callbacks or Callbacks()
         self.saved: list[dict[str, Any]] = list(restored)
         self.known = {d["id"] for d in restored}
         for d in restored:
@@ -196,6 +205,9 @@ class _Tracker:
         self.reflection.iteration = self.iteration
         self.pending = {}
         self.mark = self.spend.mark()
+
+    def on_iteration_end(self, event: Mapping[str, Any]) -> None:
+        self.callbacks.generation_end(event["iteration"])
 
     def on_candidate_selected(self, event: Mapping[str, Any]) -> None:
         self.pending["parent"] = event["candidate_idx"]
@@ -234,17 +246,20 @@ class _Tracker:
             cand = Candidate("gepa-0", event["candidate"][COMPONENT], None, 0, None, event["average_score"],
                              meta={"stage": "pool", "admitted": True, "val_example_ids": ids,
                                    "cost": self.spend.cost(self.mark)})
-        else:
-            cand = self._proposal(f"gepa-{idx}", True)
-            cand.prompt = event["candidate"][COMPONENT]
-            cand.parent_id = f"gepa-{event['parent_ids'][0]}" if event["parent_ids"] else cand.parent_id
-            cand.val_score = event["average_score"]
-            cand.meta["val_example_ids"] = ids
+            self._emit(cand)
+            self.callbacks.generation_end(0)
+            return
+        cand = self._proposal(f"gepa-{idx}", True)
+        cand.prompt = event["candidate"][COMPONENT]
+        cand.parent_id = f"gepa-{event['parent_ids'][0]}" if event["parent_ids"] else cand.parent_id
+        cand.val_score = event["average_score"]
+        cand.meta["val_example_ids"] = ids
         self._emit(cand)
 
 
 class GEPA:
     name = "gepa"
+    Settings = GEPASettings
 
     def __init__(self, settings: GEPASettings | dict[str, Any] | None = None, **overrides: Any) -> None:
         self.settings = parse_settings(GEPASettings, settings, overrides)
@@ -252,8 +267,9 @@ class GEPA:
         self.adapter: HarnessAdapter | None = None
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult:
+                 callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
+                 checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
+        cb = callbacks_of(callbacks, on_candidate)
         import gepa
 
         s = self.settings
@@ -277,8 +293,16 @@ class GEPA:
             tmp = tempfile.TemporaryDirectory(prefix="gepa-")
             run_dir, log = Path(tmp.name), None
         restored = json.loads(log.read_text()) if log is not None and log.is_file() else []
-        reporter = Reporter(on_candidate)
-        tracker = _Tracker(reporter, self.reflection, spend, log, restored)
+        reporter = Reporter(cb.on_candidate)
+        tracker = _Tracker(reporter, self.reflection, spend, log, restored, cb)
+        asked: list[str] = []
+
+        def stop_asked(state: Any) -> bool:  # the caller's should_stop, checked where GEPA checks its budget
+            reason = cb.stop_reason()
+            if reason and not asked:
+                asked.append(reason)
+            return bool(reason)
+
         selector, sampler = _selectors(seed, s.reflection_minibatch_size, s.candidate_selection)
         valset = head(task.val, s.val_size) or list(task.train)
         stopped = None
@@ -287,7 +311,7 @@ class GEPA:
                           adapter=self.adapter, reflection_lm=self.reflection, candidate_selection_strategy=selector,
                           batch_sampler=sampler, reflection_minibatch_size=None,
                           skip_perfect_score=s.skip_perfect_score, use_merge=s.use_merge,
-                          max_metric_calls=s.max_metric_calls, stop_callbacks=[flag], logger=_QuietLogger(),
+                          max_metric_calls=s.max_metric_calls, stop_callbacks=[flag, stop_asked], logger=_QuietLogger(),
                           run_dir=str(run_dir), callbacks=[tracker], seed=seed, raise_on_exception=True,
                           display_progress_bar=False)
         except BudgetExceeded:
@@ -297,6 +321,8 @@ class GEPA:
                 tmp.cleanup()
         if flag.hit is not None:
             stopped = "budget"
+        elif asked:
+            stopped = asked[0]
         pool = [c for c in reporter.candidates if c.meta.get("stage") == "pool" and c.val_score is not None]
         if pool:
             best = max(pool, key=lambda c: (c.val_score, -int(c.id.split("-")[1])))

@@ -14,10 +14,31 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from baselines.common import Journal, Reporter, Settings, Spend, base_extra, evaluate, head, minibatch, parse_settings
+from baselines.common import (
+    Journal,
+    Reporter,
+    Settings,
+    Spend,
+    base_extra,
+    evaluate,
+    head,
+    minibatch,
+    parse_settings,
+    stop_label,
+)
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.optimizer import (
+    Callbacks,
+    Candidate,
+    CandidateSink,
+    OptimizationTask,
+    OptimizeResult,
+    RunContext,
+    StopRequested,
+    callbacks_of,
+    check_stop,
+)
 
 Format = Literal["boxed", "choice", "python", "grid", "sudoku", "generic"]
 
@@ -66,13 +87,15 @@ class ManualCoTSettings(Settings):
 
 class ManualCoT:
     name = "manual-cot"
+    Settings = ManualCoTSettings
 
     def __init__(self, settings: ManualCoTSettings | dict[str, Any] | None = None, **overrides: Any) -> None:
         self.settings = parse_settings(ManualCoTSettings, settings, overrides)
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult:
+                 callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
+                 checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
+        cb = callbacks_of(callbacks, on_candidate)
         s = self.settings
         prompt = s.prompt if s.prompt is not None else cot_prompt(task, s.format)
         spend = Spend(task.evaluator.llm, prompt_llm)
@@ -84,6 +107,7 @@ class ManualCoT:
         stopped = None
         mark = spend.mark()
         try:
+            check_stop(cb)
             if s.minibatch:
                 mb = minibatch(task.train, s.minibatch, seed, task.name, "manual-cot")
                 res = journal.step("train", lambda: evaluate(task, prompt, mb, "manual-cot train"))
@@ -92,9 +116,10 @@ class ManualCoT:
                 val = head(task.val, s.val_size)
                 res = journal.step("val", lambda: evaluate(task, prompt, val, "manual-cot val"))
                 cand.val_score, cand.meta["val_example_ids"] = res["score"], res["example_ids"]
-        except BudgetExceeded:
-            stopped = "budget"
+        except (BudgetExceeded, StopRequested) as exc:
+            stopped = stop_label(exc)
         cand.meta["cost"] = spend.cost(mark)
-        reporter = Reporter(on_candidate)
+        reporter = Reporter(cb.on_candidate)
         reporter.add(cand, restored="train" in journal.restored and stopped is None)
+        cb.generation_end(0)
         return OptimizeResult(cand, reporter.candidates, base_extra(spend, stopped))

@@ -4,6 +4,11 @@ The runner hands an optimizer an OptimizationTask, which holds train and validat
 only: the test split is loaded by the runner after optimization and never reaches here.
 Every candidate an optimizer scores is reported with its lineage, so reports and tracking
 treat all methods alike and budgets (candidate evaluations, LLM calls) are comparable.
+
+Events, in the style of gepa's callbacks: a method reports each candidate (`on_candidate`) and each finished
+generation (`on_generation_end`), and asks `should_stop()` where it checks its budget (before each step that
+spends); a reason there ends the run as a budget stop does, with `extra["stopped"]` = the reason. The caller
+passes them as one `Callbacks`; the older `on_candidate=` keyword is still accepted.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from harness.benchmarks.base import Benchmark, Example
 from harness.evaluator import Evaluator
@@ -58,6 +63,61 @@ class OptimizationTask:
 
 
 CandidateSink = Callable[[Candidate], None]
+GenerationSink = Callable[["GenerationEnd"], None]
+StopCheck = Callable[[], "str | None"]
+
+
+@dataclass(frozen=True)
+class GenerationEnd:
+    """A finished generation (an iteration, a step): its number as in Candidate.generation, and the stage
+    it belongs to (e.g. SePO's "pretrain" / "finetune"; "" when a method has one)."""
+
+    generation: int
+    stage: str = ""
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What a caller hears from an optimizer and how it stops one; every part optional."""
+
+    on_candidate: CandidateSink | None = None
+    on_generation_end: GenerationSink | None = None
+    should_stop: StopCheck | None = None
+
+    def candidate(self, cand: Candidate) -> None:
+        if self.on_candidate is not None:
+            self.on_candidate(cand)
+
+    def generation_end(self, generation: int, stage: str = "") -> None:
+        if self.on_generation_end is not None:
+            self.on_generation_end(GenerationEnd(generation, stage))
+
+    def stop_reason(self) -> str | None:
+        return self.should_stop() if self.should_stop is not None else None
+
+
+def callbacks_of(callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None) -> Callbacks:
+    """One Callbacks from the `callbacks=` and the older `on_candidate=` keywords (not both)."""
+    if callbacks is None:
+        return Callbacks(on_candidate=on_candidate)
+    if on_candidate is not None:
+        raise TypeError("pass on_candidate inside callbacks=Callbacks(...), not both")
+    return callbacks
+
+
+class StopRequested(Exception):
+    """Raised inside a method's loop when `should_stop()` gave a reason; caught where BudgetExceeded is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_stop(callbacks: Callbacks) -> None:
+    """Raise StopRequested when the caller asks to stop (call it where the budget is checked)."""
+    reason = callbacks.stop_reason()
+    if reason:
+        raise StopRequested(reason)
 
 
 @dataclass
@@ -82,11 +142,13 @@ class RunContext:
 
 
 class Optimizer(Protocol):
-    """name: the registry name. Optional: `benchmarks_needed(target, held_out=()) -> list[str]` names
-    other benchmarks the runner must open (and check) before any request, none of them in `held_out`."""
+    """name: the registry name; Settings: the pydantic model of its settings (`self.settings` is one).
+    Optional: `benchmarks_needed(target, held_out=()) -> list[str]` names other benchmarks the runner must
+    open (and check) before any request, none of them in `held_out`."""
 
     name: str
+    Settings: ClassVar[type]
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult: ...
+                 callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
+                 checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult: ...

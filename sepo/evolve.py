@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.config import ConfigError
 from harness.files import write_atomic
 from harness.llm.usage import BudgetExceeded
+from harness.optimizer import GenerationEnd, GenerationSink, StopCheck, StopRequested
 from harness.seeds import derive_seed
 from sepo.agent import Proposal
 from sepo.archive import Archive, Entry, admits
@@ -97,7 +98,7 @@ class EvolveSettings(BaseModel):
 @dataclass
 class EvolveResult:
     archive: Archive
-    stopped: str | None = None  # "budget" when a cap ended the run early
+    stopped: str | None = None  # "budget" when a cap ended the run early, else should_stop's reason
     new: list[Entry] = field(default_factory=list)  # candidates created by this call (not restored)
 
     @property
@@ -151,11 +152,14 @@ def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float
 def evolve(initial_prompt: str, score_fn: ScoreFn, propose_fn: ProposeFn, settings: EvolveSettings, *,
            seed: int, checkpoint: Path | None = None, on_candidate: EntrySink | None = None,
            id_prefix: str = "", run_key: dict[str, Any] | None = None, meter: Meter | None = None,
-           stage: str = "") -> EvolveResult:
-    """Run (or resume) G x K evolution steps from `initial_prompt`; stop cleanly on BudgetExceeded.
+           stage: str = "", on_generation_end: GenerationSink | None = None,
+           should_stop: StopCheck | None = None) -> EvolveResult:
+    """Run (or resume) G x K evolution steps from `initial_prompt`; stop cleanly on BudgetExceeded, or when
+    `should_stop()` (asked before each proposal) gives a reason: `stopped` is then that reason.
 
     `on_candidate` sees each candidate once, when it is created; candidates restored from a
-    checkpoint are not reported again (they are in the result's archive). `run_key` holds whatever
+    checkpoint are not reported again (they are in the result's archive); `on_generation_end` hears each
+    generation this call finishes (the root's is 0). `run_key` holds whatever
     else identifies the run (task, models, data, prompt-agent prompt): a checkpoint of another run is
     refused with CheckpointMismatch. `meter` snapshots spending, to record each candidate's cost.
     """
@@ -199,6 +203,15 @@ def evolve(initial_prompt: str, score_fn: ScoreFn, propose_fn: ProposeFn, settin
             st.refs[key] = score_fn(parent.text, draw).score
         return st.refs[key]
 
+    def generation_end(gen: int) -> None:
+        if on_generation_end is not None:
+            on_generation_end(GenerationEnd(gen, stage))
+
+    def check_stop() -> None:
+        reason = should_stop() if should_stop is not None else None
+        if reason:
+            raise StopRequested(reason)
+
     n_gen, n_kids = s.shape
     try:
         if not st.archive.entries:
@@ -207,9 +220,11 @@ def evolve(initial_prompt: str, score_fn: ScoreFn, propose_fn: ProposeFn, settin
             created(Entry(f"{id_prefix}g0-0", initial_prompt, None, 0, sc.score, feedback=sc.feedback,
                           meta={"depth": 0, "stage": stage, "example_ids": sc.example_ids, "draw": 0,
                                 **sc.meta, "cost": _delta(t0, snap())}))
+            generation_end(0)
         while st.gen <= n_gen:
             parents, draw = parents_of(st.gen)
             while st.k < n_kids:
+                check_stop()
                 parent = parents[st.k]
                 t0 = snap()
                 prop = propose_fn(parent, st.archive, derive_seed(seed, "propose", st.gen, st.k))
@@ -239,8 +254,9 @@ def evolve(initial_prompt: str, score_fn: ScoreFn, propose_fn: ProposeFn, settin
                 created(entry)
             st.gen, st.k = st.gen + 1, 0
             save()
-    except BudgetExceeded:
-        st.stopped = result.stopped = "budget"
+            generation_end(st.gen - 1)
+    except (BudgetExceeded, StopRequested) as exc:
+        st.stopped = result.stopped = exc.reason if isinstance(exc, StopRequested) else "budget"
         if st.archive.entries:
             save()
         else:  # not even the root was scored: return it unscored, and checkpoint nothing

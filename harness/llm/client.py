@@ -125,7 +125,8 @@ class LLMClient:
         hit = self.cache.get(key) if self.cache is not None else None
         replay = self.cache is not None and self.cache.mode == "replay"
         if hit is not None and not (replay and self.cache.first_serve(key)):
-            self.ledger.record_hit(self.role)
+            self.ledger.record_hit(self.role, hit["prompt_tokens"] + hit["completion_tokens"],
+                                   self._cost(hit["prompt_tokens"], hit["completion_tokens"]))
             return ChatResult(hit["text"], hit["prompt_tokens"], hit["completion_tokens"], True, 0.0,
                               hit.get("finish_reason"))
         if replay:

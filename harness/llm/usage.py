@@ -1,4 +1,7 @@
-"""Usage accounting per role and per run, and budget caps that stop work cleanly."""
+"""Usage accounting per role and per run, and budget caps that stop work cleanly.
+
+The one usage counter: a ledger's `snapshot()` and `since(mark)` (or `snapshot_of(*ledgers)` over several,
+each counted once) say what was spent between two points, e.g. to cost one candidate or one stage."""
 
 from __future__ import annotations
 
@@ -21,13 +24,51 @@ class Usage:
     usd: float = 0.0
     retries: int = 0
     evaluations: int = 0  # examples scored (one per example per evaluate call): the budget unit shared by methods
+    cached_tokens: int = 0  # tokens of the replies the cache answered (not paid)
+    cached_usd: float = 0.0  # what those replies would have cost
+
+    COUNTS = ("requests", "cache_hits", "tokens", "usd", "evaluations")
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "tokens": self.tokens}
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("cached_")}
+        return {**out, "tokens": self.tokens}
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in _FIELDS})
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(**{k: getattr(self, k) - getattr(other, k) for k in _FIELDS})
+
+    def counts(self) -> dict[str, float]:
+        """requests, cache_hits, tokens, usd, evaluations (as floats)."""
+        return {k: float(getattr(self, k)) for k in self.COUNTS}
+
+    def used(self) -> dict[str, float]:
+        """Every reply, cached or not (a tuning trial's cost must not depend on what earlier runs cached):
+        tokens, usd, requests and evaluations."""
+        return {"tokens": float(self.tokens + self.cached_tokens), "usd": self.usd + self.cached_usd,
+                "requests": float(self.requests + self.cache_hits), "evaluations": float(self.evaluations)}
+
+
+_FIELDS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd", "retries", "evaluations",
+           "cached_tokens", "cached_usd")
+
+
+def snapshot_of(*ledgers: Ledger) -> Usage:
+    """The totals of several ledgers, each distinct ledger counted once (a child forwards to its parent, so
+    pass ledgers that are not each other's ancestors)."""
+    seen: list[Ledger] = []
+    for led in ledgers:
+        if all(led is not x for x in seen):
+            seen.append(led)
+    total = Usage()
+    for led in seen:
+        total = total + led.snapshot()
+    return total
 
 
 @dataclass
@@ -61,10 +102,17 @@ class Ledger:
         with self._lock:
             t = Usage()
             for u in self.by_role.values():
-                for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd", "retries",
-                          "evaluations"):
+                for k in _FIELDS:
                     setattr(t, k, getattr(t, k) + getattr(u, k))
             return t
+
+    def snapshot(self) -> Usage:
+        """The totals now (a mark for `since`)."""
+        return self.total
+
+    def since(self, mark: Usage) -> Usage:
+        """What was recorded after `mark` (a snapshot of this ledger)."""
+        return self.total - mark
 
     def child(self, budget: Budget | None = None) -> Ledger:
         """A ledger for one part of the run (a cell) with its own caps; totals also reach this one."""
@@ -122,11 +170,14 @@ class Ledger:
                 u.completion_tokens += completion_tokens
                 u.usd += usd
 
-    def record_hit(self, role: str) -> None:
+    def record_hit(self, role: str, tokens: int = 0, usd: float = 0.0) -> None:
+        """A reply the cache answered: no request paid; its tokens and price are kept apart (Usage.used)."""
         for led in self._chain():
             u = led.role(role)
             with led._lock:
                 u.cache_hits += 1
+                u.cached_tokens += tokens
+                u.cached_usd += usd
 
     def record_retry(self, role: str) -> None:
         for led in self._chain():
