@@ -12,9 +12,11 @@ test that calls into the program (the left-hand side of an assert); its value go
 (`encode`), and the host compares it with the expected value in its own process, so nothing here can
 change a verdict except the values the program computes. `recs` holds the program's records, one JSON
 list per line: ["val", k, value], ["raise", k, "Type: message"], ["exit", where, code],
-["err", where, "Type: message"], ["done"] (where: "setup", "code" or a step index).
+["err", where, "Type: message"], ["done"] (where: "setup", "code" or a step index); ["start"] and
+["tests"] mark the phases.
 """
 
+import builtins
 import json
 import os
 import resource
@@ -115,9 +117,20 @@ def _exit_code(e):
 
 def run_program(prog, rec_fd):
     """The child: exec setup, program and steps into a fresh dict, recording each step's outcome."""
+    ours, bdict = dict(builtins.__dict__), builtins.__dict__
 
-    def emit(rec):
-        data = json.dumps(rec).encode() + b"\n"
+    def emit(rec, value=None):
+        """Write one record (encoding `value` into it first) with the original builtins in place, so a
+        program that replaced builtins.isinstance breaks its own code, not the driver's."""
+        theirs = dict(bdict)
+        bdict.update(ours)
+        try:
+            if len(rec) == 3 and rec[0] == "val":
+                rec[2] = _encoded(value)
+            data = json.dumps(rec).encode() + b"\n"
+        finally:
+            bdict.clear()
+            bdict.update(theirs)
         view = memoryview(data)
         while view:
             view = view[os.write(rec_fd, view):]
@@ -132,6 +145,7 @@ def run_program(prog, rec_fd):
         os._exit(0)
 
     g = {}
+    emit(["start"])
     for where, src, path in (("setup", prog.get("setup") or "", "<setup>"), ("code", prog["code"], "main.py")):
         if not src.strip():
             continue
@@ -142,6 +156,7 @@ def run_program(prog, rec_fd):
         except BaseException as e:  # noqa: BLE001
             _print_tb(e)
             finish(["err", where, _describe(e)[:300]])
+    emit(["tests"])
     for k, (kind, src) in enumerate(prog["steps"]):
         try:
             if kind == "exec":
@@ -155,16 +170,20 @@ def run_program(prog, rec_fd):
             _print_tb(e)
             emit(["raise", k, _describe(e)[:300]])
             continue
-        try:
-            rec = ["val", k, encode(value)]
-            if len(json.dumps(rec)) > MAX_VALUE:
-                raise Unsupported("a value of more than 1 MB")
-        except Unsupported as e:
-            rec = ["val", k, {"unsupported": str(e.args[0])}]
-        except BaseException as e:  # noqa: BLE001 - e.g. a container whose iteration raises
-            rec = ["val", k, {"unsupported": "a value that could not be read (" + _describe(e)[:100] + ")"}]
-        emit(rec)
+        emit(["val", k, None], value)
     finish(["done"])
+
+
+def _encoded(value):
+    try:
+        data = encode(value)
+        if len(json.dumps(data)) > MAX_VALUE:
+            raise Unsupported("a value of more than 1 MB")
+        return data
+    except Unsupported as e:
+        return {"unsupported": str(e.args[0])}
+    except BaseException as e:  # noqa: BLE001 - e.g. a container whose iteration raises
+        return {"unsupported": "a value that could not be read (" + _describe(e)[:100] + ")"}
 
 
 def _limits(cfg):
@@ -307,7 +326,7 @@ def run_one(i, prog, cfg, root):
                 status, exited_at = _status(st), now
         if exited_at is not None and now - exited_at > 0.2:
             break  # a leftover process keeps the pipes open; stop waiting for it
-        for key, _ in sel.select(min(deadline - now, 0.05 if exited_at is not None else 0.5)):
+        for key, _ in sel.select(min(deadline - now, 0.05)):
             try:
                 data = os.read(key.fd, 65536)
             except (BlockingIOError, InterruptedError):

@@ -150,18 +150,24 @@ def decode(v: Any, depth: int = 0) -> Any:
     raise ValueError("a malformed value")
 
 
-def records(text: str) -> tuple[dict[int, tuple[str, Any]], list]:
-    """Step outcomes (first record per step wins) and the final record (exit/err/done) if any."""
+def records(text: str) -> tuple[dict[int, tuple[str, Any]], list, str]:
+    """Step outcomes (first record per step wins), the final record (exit/err/done) if any, and the last
+    phase reached ("", "start" or "tests")."""
     outcomes: dict[int, tuple[str, Any]] = {}
     final: list = []
+    phase = ""
     for line in text.splitlines():
         try:
             rec = json.loads(line)
         except (ValueError, RecursionError):
             continue
-        if type(rec) is not list or not rec or rec[0] not in ("val", "raise", "exit", "err", "done"):
+        if type(rec) is not list or not rec or rec[0] not in ("val", "raise", "exit", "err", "done", "start",
+                                                               "tests"):
             continue
         kind = rec[0]
+        if kind in ("start", "tests"):
+            phase = kind
+            continue
         if kind in ("val", "raise") and len(rec) == 3 and type(rec[1]) is int and rec[1] not in outcomes:
             if kind == "raise":
                 outcomes[rec[1]] = ("raise", str(rec[2])[:300])
@@ -174,13 +180,13 @@ def records(text: str) -> tuple[dict[int, tuple[str, Any]], list]:
                 outcomes[rec[1]] = ("bad", f"got a malformed value ({type(e).__name__})")
         elif kind in ("exit", "err", "done") and not final:
             final = [str(x)[:300] for x in rec]
-    return outcomes, final
+    return outcomes, final, phase
 
 
 def to_result(plan: checks.Plan, raw: dict, cap: int) -> RunResult:
     """The verdict for one program from its raw result (see the module docstring)."""
     out, dur = str(raw.get("out", ""))[: cap + 64], round(float(raw.get("dur", 0.0)), 4)
-    outcomes, final = records(str(raw.get("recs", "")))
+    outcomes, final, phase = records(str(raw.get("recs", "")))
     n, held, failures, reached = len(plan.tests), 0, [], 0
     for t in plan.tests:
         try:
@@ -215,6 +221,6 @@ def to_result(plan: checks.Plan, raw: dict, cap: int) -> RunResult:
         return result(False, signal_reason(rc))
     if failures:
         return result(False, f"{failures[0]}; then exited during test {reached + 1} (status {rc})")
-    if not outcomes:
+    if phase != "tests" and not outcomes:
         return result(False, f"exited {before} (status {rc}, no test record)")
     return result(False, f"exited during test {reached + 1} (status {rc}, no test record)")
