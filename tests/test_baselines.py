@@ -1,4 +1,4 @@
-"""The baselines' mechanics on a scripted world (tests/test_baselines_world.py) behind a LoopbackServer."""
+"""The baselines' mechanics on a scripted world (tests/worlds.py) behind a LoopbackServer."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from harness.llm.usage import Budget
 from harness.methods import METHODS, make_optimizer
 from harness.optimizer import Candidate, RunContext
 from tests.loopback import LoopbackServer
-from tests.test_baselines_world import INITIAL, PoolA, PoolB, WorldBench, clients, kw, make_task, reply
+from tests.worlds import INITIAL, WorldBench, kw, make_task, reply
+from tests.worlds import BLPoolA as PoolA
+from tests.worlds import BLPoolB as PoolB
+from tests.worlds import baseline_clients as clients
 
 BASELINES = ["manual-cot", "textgrad", "metaspo", "espl", "gepa"]
 

@@ -1,4 +1,4 @@
-"""The SePO loop end to end on a scripted world (tests/test_sepo_world.py) behind a LoopbackServer."""
+"""The SePO loop end to end on a scripted world (tests/worlds.py) behind a LoopbackServer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sepo.evolve import EvolveSettings
 from sepo.optimizer import SePOSettings
 from sepo.stages import finetune
 from tests.loopback import LoopbackServer
-from tests.test_sepo_world import (
+from tests.worlds import (
     INITIAL,
     HeldOut,
     PoolA,

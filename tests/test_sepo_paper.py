@@ -1,7 +1,7 @@
 """SePO as the paper runs it (issue 8): p~* pre-trained once per key and checked on load, pools, feedback
 kept out of scoring draws, ablations, budgets, unusable agent replies, checkpoint fingerprints.
 
-All on the scripted world of tests/test_sepo_world.py behind a LoopbackServer; grid cells go through
+All on the scripted world of tests/worlds.py behind a LoopbackServer; grid cells go through
 harness.run.run_cell with a RunContext the way the experiment runner builds one.
 """
 
@@ -23,7 +23,7 @@ from sepo.agent import PromptAgent, initial_prompt_agent
 from sepo.evolve import EvolveSettings
 from sepo.stages import finetune, pretrain
 from tests.loopback import LoopbackServer
-from tests.test_sepo_world import (
+from tests.worlds import (
     INITIAL,
     HeldOut,
     PoolA,

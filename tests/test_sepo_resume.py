@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.llm.cache import ResponseCache, cache_key
 from tests.loopback import LoopbackServer
-from tests.test_sepo_world import archive_view, reply
+from tests.worlds import archive_view, reply
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_CONCURRENCY = 2  # the worker's task endpoint limit: at most this many requests in flight at a kill
@@ -23,7 +23,7 @@ TASK_CONCURRENCY = 2  # the worker's task endpoint limit: at most this many requ
 def _run_worker(url: str, d: Path, *, kill_after: int | None = None) -> bool:
     """Run the worker; with kill_after, SIGKILL it once its checkpoint holds that many candidates."""
     ck, out = d / "ck.json", d / "out.json"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.test_sepo_world", url, str(d / "cache.sqlite"),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.worlds", url, str(d / "cache.sqlite"),
                              str(ck), str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 120
     try:
