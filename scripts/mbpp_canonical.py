@@ -83,4 +83,4 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() >= 0.99 else 1)
+    sys.exit(0 if main() == 1.0 else 1)

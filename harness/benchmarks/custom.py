@@ -18,7 +18,7 @@ Extraction and scoring, per scorer:
   one place that decides answer equality: math-verify plus the harness's rules);
 - numeric: the single number in the stated final answer, else a last line that is only a number;
 - choice: strict, as GPQA: an "Answer: X" statement or \\boxed{X}, never a letter in running text;
-- python: the reply's code run against the tests by the sandbox's runner (see harness.benchmarks.mbpp).
+- python: the reply's code run against the tests as MBPP's are (harness.benchmarks.mbpp, sandboxes/README.md).
 """
 
 from __future__ import annotations

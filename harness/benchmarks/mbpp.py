@@ -2,11 +2,11 @@
 
 Extraction: the last fenced Python block that defines the function the tests call (else the longest
 Python block; an unclosed fence, as in a reply cut off at the token cap, runs to the end), else bare code
-at the start of a line (harness.answers.extract_code). Scoring: the sandbox's runner executes setup, then
-the program, then each test statement itself, and a program passes only when the runner recorded that
-every test executed and held after the program returned control (never from an exit status; see
-sandboxes/image/runner.py). Score.reason is the runner's reason ("passed", "failed: <assert> (got ...)",
-"exited before tests ran (...)", "tampered: ...", "timeout", ...).
+at the start of a line (harness.answers.extract_code). Scoring: the sandbox runs setup, the program and
+the calls the tests make into it, exec'd into one fresh dict as the field's exec protocol does, and sends
+back the values; the expected side and the comparison are evaluated in the harness's process
+(sandboxes/README.md). Score.reason is the sandbox's reason ("passed", "failed: <assert> (got ...)",
+"exited before tests ran (...)", "timeout", ...).
 """
 
 from __future__ import annotations
