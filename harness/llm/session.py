@@ -52,11 +52,9 @@ def check_reachable(endpoint: EndpointConfig, role: str, timeout_s: float = 5.0)
 
 
 def local_threads(cfg: LLMConfig, n_servers: int, concurrent: bool = False) -> int:
-    """Threads per embedded server (llm.local_threads wins). Measured on 2 cores with the 0.5B task and
-    1.5B prompt servers (perf/local_throughput.py --two-models): taking turns, each is fastest with every
-    core (0.5B 28.7, 1.5B 7.8 tok/s); busy at the same time, 2 threads each oversubscribe the cores
-    (0.5B 21.2 + 1.5B 3.5 tok/s) while 1 each gives 22.8 + 6.7. So every core when the roles take turns
-    (one cell at a time), the cores split between the servers when cells run at once."""
+    """Threads per embedded server (llm.local_threads wins): every core when the roles take turns (one cell
+    at a time), the cores split between the servers when cells run at once, as measured with
+    perf/local_throughput.py --two-models (figures in the README, "Measured here")."""
     cores = os.cpu_count() or 2
     if cfg.local_threads:
         return cfg.local_threads
