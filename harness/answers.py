@@ -15,8 +15,8 @@ _FINAL = re.compile(r"(?:final\s+)?answer[*_]*\s*(?:is|:|=)[*_:\s]*(.+)", re.IGN
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
 
 
-def _boxes(text: str) -> list[tuple[int, str]]:
-    """(end position, content) of every \\boxed{...} with balanced braces."""
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end position, content) of every \\boxed{...} with balanced braces."""
     found = []
     for m in _BOXED.finditer(text):
         depth, i = 1, m.end()
@@ -24,14 +24,14 @@ def _boxes(text: str) -> list[tuple[int, str]]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
-            found.append((i, text[m.end() : i - 1].strip()))
+            found.append((m.start(), i, text[m.end() : i - 1].strip()))
     return found
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (balanced braces), or None."""
     boxes = _boxes(text)
-    return boxes[-1][1] if boxes else None
+    return boxes[-1][2] if boxes else None
 
 
 def strip_latex(s: str) -> str:
@@ -51,17 +51,60 @@ def _statement(m: re.Match) -> str:
     return text.strip()
 
 
+# A heading such as '**Final Answer**' or '## Final Answer' with the answer on the next non-empty line.
+_HEADING = re.compile(r"^[ \t]*(?:#+[ \t]*|[*_]{2})?[ \t]*final[ \t]+answer[ \t]*:?[ \t]*(?:[*_]{2})?[ \t]*:?[ \t]*\n"
+                      r"\s*(\S[^\n]*)", re.IGNORECASE | re.MULTILINE)
+# A revision after the stated answer ('..., wait, actually it's 469') commits to a new value.
+_REVISION = re.compile(r"\b(?:wait|actually|correction|oops|on second thought|i made an? (?:mistake|error))\b"
+                       r"[^\n]{0,60}?\b(?:it'?s|it is|is|should be|must be|becomes)[ \t]+\$?[ \t]*"
+                       r"(-?\d[\d,]*(?:\.\d+)?)(?![\d.]*\d)", re.IGNORECASE)
+# Whatever follows a box and belongs to its expression: \boxed{468}^{2} is 468 squared, not 468.
+_BOX_TAIL = re.compile(r"[ \t]*(?:\^[ \t]*(?:\{[^{}]*\}|\d+)|_[ \t]*(?:\{[^{}]*\}|\w)|!(?!=))")
+_BOX_JOIN = re.compile(r"[\s$,;.]*(?:\\(?:quad|qquad|text\{[^{}]*\}|lor|vee|,)|\bor\b|\band\b|/|\|)?[\s$,;.]*")
+
+
 def final_answer(text: str) -> str | None:
-    """The stated final answer: whichever comes last of the last \\boxed{} and the last 'answer is/:'
-    statement (a statement holding a box counts as the box), else None."""
+    """The stated final answer, the last committed one: the last \\boxed{} (with boxes right next to it
+    joined by ' or ', and an exponent after it kept), an 'answer is/:' statement, a 'Final Answer' heading
+    with the answer below it, or a later revision ('wait, actually it's 469'); whichever comes last. None
+    when the reply states none."""
+    found: list[tuple[int, str]] = []
     boxes = _boxes(text)
-    phrases = list(_FINAL.finditer(text))
-    box_end = boxes[-1][0] if boxes else -1
-    if phrases and phrases[-1].start() >= box_end and "\\boxed" not in phrases[-1].group(1):
-        return strip_latex(_statement(phrases[-1])) or None
     if boxes:
-        return strip_latex(boxes[-1][1])
-    return None
+        group = [boxes[-1]]
+        for b in reversed(boxes[:-1]):  # \boxed{469}\boxed{468}: one answer naming two values
+            if _BOX_JOIN.fullmatch(text[b[1] : group[0][0]]):
+                group.insert(0, b)
+            else:
+                break
+        content = " or ".join(strip_latex(b[2]) for b in group)
+        tail = _BOX_TAIL.match(text, boxes[-1][1])
+        if tail and len(group) == 1:
+            content = f"({content}){tail.group(0).strip()}"
+        found.append((boxes[-1][1], content))
+    phrases = [m for m in _FINAL.finditer(text) if "\\boxed" not in m.group(1)]
+    if phrases:
+        found.append((phrases[-1].start(), strip_latex(_statement(phrases[-1]))))
+    heads = list(_HEADING.finditer(text))
+    if heads and "\\boxed" not in heads[-1].group(1):
+        found.append((heads[-1].start(1), strip_latex(_statement(heads[-1]))))
+    if found:
+        revisions = [m for m in _REVISION.finditer(text) if m.start() > max(pos for pos, _ in found)]
+        if revisions:
+            found.append((revisions[-1].start(), revisions[-1].group(1)))
+    found = [(pos, a) for pos, a in found if a]
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+_ALTERNATIVES = re.compile(r"\s*\b(?:or|and|vs|versus)\b\.?\s*|\\lor|\\vee|\s\|\s|;|,\s+(?!\d{3}\b)|\bpossibly\b"
+                           r"|\bmaybe\b|\bperhaps\b|\beither\b", re.IGNORECASE)
+
+
+def alternatives(stated: str) -> list[str]:
+    """The candidates a stated answer names ('469 (or possibly 468)' names two); one for a plain answer."""
+    parts = [p.strip(" .:*()") for p in _ALTERNATIVES.split(stated)]
+    parts = [p for p in parts if p and re.search(r"\d", p)]
+    return parts if len(parts) > 1 else [stated]
 
 
 def parse_int(s: str | None) -> int | None:
@@ -98,28 +141,72 @@ def extract_number(text: str) -> float | None:
         return None
 
 
-_LETTER_STATEMENT = re.compile(r"answer[ \t]*[*_]*[ \t]*:[ \t]*[*_]*[ \t]*\$?[ \t]*(?:\\text\{)?\(?([A-Za-z])\)?", re.I)
+# ---- multiple-choice letters ------------------------------------------------------------------------------
+
+HEDGED = "hedged"  # find_letter's reason when the final answer names more than one option
+_LETTER_CUE = re.compile(r"\banswer\b[ \t]*[*_]*[ \t]*(?::|\bis\b)[ \t]*[*_]*[ \t]*(?:\n[ \t]*\n?)?", re.IGNORECASE)
+_OPEN = re.compile(r"^(?:\s|[*_$(\[{]|\\\(|\\\[|\\(?:text|textbf|mathrm|mathbf|boxed)\s*\{|\b(?:option|choice)\b)+",
+                   re.IGNORECASE)
+_CLOSE = re.compile(r"^(?:[*_$)\]}]|\\\)|\\\])+")
+_MORE = re.compile(r"^\s*(?:,|/|\||&|\bor\b|\band\b|\bvs\b\.?)\s*(?:\b(?:option|choice)\b)?[\s*_$(\[{\\]*"
+                   r"(?:(?:text|textbf|mathrm|boxed)\s*\{)?\s*([A-Za-z])(?![A-Za-z0-9])", re.IGNORECASE)
+_LETTER_REVISION = re.compile(r"\b(?:wait|actually|correction|on second thought)\b[^\n]{0,40}?\b(?:it'?s|it is|"
+                              r"the answer is|should be|must be)[ \t]+(?:option[ \t]+)?\(?([A-Z])\)?(?![A-Za-z0-9])")
+
+
+def _letter_payload(text: str, letters: str) -> tuple[str | None, bool]:
+    """(letter, hedged) for the text after an answer cue or inside a box: '(B)', '\\textbf{B}', 'Option B',
+    'B) 42 nm'; 'A or B', 'A/B', 'A, B, C or D' are hedged; 'A lot of ...' is prose, not a letter."""
+    rest = text[_OPEN.match(text).end() if _OPEN.match(text) else 0 :]
+    m = re.match(r"([A-Za-z])(?![A-Za-z0-9])", rest)
+    if not m or m.group(1).upper() not in letters:
+        return None, False
+    letter, rest = m.group(1), rest[m.end() :]
+    rest = rest[_CLOSE.match(rest).end() if _CLOSE.match(rest) else 0 :]
+    more = _MORE.match(rest)
+    if more and more.group(1).upper() in letters and more.group(1).upper() != letter.upper():
+        return None, True
+    if (re.match(r"[ \t]+[a-z]", rest) and (letter in "Aa" or letter.islower())
+            and not re.match(r"[ \t]+(?:is|was|because|since|as|which)\b", rest)):
+        return None, False  # 'Answer: A lot of evidence ...', 'answer: a bit more'
+    if letter.islower() and not re.match(r"\s*(?:$|[.)\]*_,;:}\n]|\s+(?:is|because)\b)", rest):
+        return None, False
+    return letter.upper(), False
+
+
+def find_letter(text: str, letters: str = "ABCD") -> tuple[str | None, str]:
+    """(letter, "") for the reply's final multiple-choice answer, (None, HEDGED) when that answer names
+    more than one option, (None, "") when the reply has none. The final answer is the last committed one:
+    an 'Answer: X' / 'the answer is X' statement (the letter may sit on the next line, in \\(X\\), [X],
+    \\textbf{X}, or as 'Option X'), a \\boxed{X} (boxes side by side naming different letters are a
+    hedge), or a later 'wait, actually it's X'. Letters in running text never count."""
+    found: list[tuple[int, str | None, bool]] = []
+    for m in _LETTER_CUE.finditer(text):
+        line = text[m.end() :].split("\n", 1)[0]
+        letter, hedged = _letter_payload(line, letters)
+        if letter or hedged:
+            found.append((m.start(), letter, hedged))
+    boxes = _boxes(text)
+    for i, (start, _end, box) in enumerate(boxes):
+        letter, hedged = _letter_payload(box, letters)
+        if i and letter and _BOX_JOIN.fullmatch(text[boxes[i - 1][1] : start]):
+            prev, _ = _letter_payload(boxes[i - 1][2], letters)
+            hedged = prev is not None and prev != letter
+            letter = None if hedged else letter
+        if letter or hedged:
+            found.append((start, letter, hedged))
+    if found:
+        after = [m for m in _LETTER_REVISION.finditer(text) if m.start() > found[-1][0] and m.group(1) in letters]
+        found += [(m.start(), m.group(1), False) for m in after[-1:]]
+    if not found:
+        return None, ""
+    _, letter, hedged = max(found, key=lambda f: f[0])
+    return (None, HEDGED) if hedged else (letter, "")
 
 
 def extract_letter(text: str, letters: str = "ABCD") -> str | None:
-    """Multiple-choice letter, following simple-evals: an 'Answer: X' statement (case-insensitive, markdown
-    bold and brackets allowed) or \\boxed{X}; the last one in the reply counts. No fallback to letters in
-    running text: a reply without an explicit answer has none."""
-    found: list[tuple[int, str]] = []
-    for m in _LETTER_STATEMENT.finditer(text):
-        letter, after = m.group(1), text[m.end() : m.end() + 12]
-        if letter.upper() not in letters:
-            continue
-        if re.match(r"[A-Za-z0-9]", after):
-            continue  # 'Answer: Although ...'
-        if letter.islower() and not re.match(r"\s*(?:$|[.)\]*_,;}\n])", after):
-            continue  # 'answer: a bit more' is prose; 'answer: c' at the end is an answer
-        found.append((m.start(), letter.upper()))
-    for end, box in _boxes(text):
-        m = re.fullmatch(rf"\(?([{re.escape(letters)}])\)?", strip_latex(box), flags=re.I)
-        if m:
-            found.append((end, m.group(1).upper()))
-    return max(found)[1] if found else None
+    """The final multiple-choice letter (find_letter), or None when there is none or it is hedged."""
+    return find_letter(text, letters)[0]
 
 
 _FENCE = re.compile(r"```[ \t]*([\w+#-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)

@@ -1,4 +1,4 @@
-"""The `sepo-bench` command line: eval, optimize (the experiment grid), rehearse, report, models, check-config."""
+"""The `sepo-bench` command line: eval, optimize (the experiment grid), report, models, check-config, tune."""
 
 from __future__ import annotations
 
@@ -211,6 +211,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """Optuna study over a method's settings (the config's `tune:` section): trials on train/val only, pruned
+    per generation, each an MLflow run; writes the best experiment file, a summary and plots. With a
+    postgresql:// storage, the same command on several machines shares one study."""
+    from harness.tune import tune
+
+    cfg = _load(args)
+    try:
+        tune(cfg, workers=args.workers, trials=args.trials, storage=args.storage)
+    except KeyboardInterrupt:
+        print("interrupted: the study keeps every finished trial and marks the one(s) in flight FAIL; rerun the "
+              "same command to continue it.", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
 def _run_flags(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--config", default=default_config, help="experiment YAML (default: %(default)s)")
     p.add_argument("--limit", type=_positive, default=None, help="score at most N test examples per benchmark")
@@ -273,9 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--no-report", action="store_true", help="skip building the report")
     h.set_defaults(func=_cmd_rehearse)
 
-    from harness.tune import add_parser as add_tune
-
-    add_tune(sub)
+    t = sub.add_parser("tune", help="Optuna search over a method's settings (the config's tune: section)",
+                       description=_cmd_tune.__doc__)
+    t.add_argument("--config", default="configs/tune-mbpp-local.yaml", help="experiment YAML with a tune: section "
+                   "(default: %(default)s)")
+    t.add_argument("--workers", type=_positive, default=1, help="worker processes here (default 1)")
+    t.add_argument("--trials", type=_positive, default=None, help="trials of the whole study (default: tune.n_trials)")
+    t.add_argument("--storage", default=None, help="Optuna storage URL, e.g. postgresql://user@host:5432/db "
+                   "(default: tune.storage, else sqlite under the run folder)")
+    t.add_argument("--output-dir", default=None, help="write outputs here instead of the config's output_dir")
+    t.set_defaults(func=_cmd_tune)
     return p
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -129,11 +130,25 @@ def normalize(s: Any) -> str:
     return re.sub(r"\s+", " ", s).rstrip(".").strip()
 
 
-def aime_answer(s: str | None) -> int | None:
+def _squash(s: str) -> str:
+    return re.sub(r"[\s$]|\\[,;!]|\\left|\\right", "", s).rstrip(".")
+
+
+def aime_answer(s: str | None, question: str | None = None) -> int | None:
     """The AIME answer an extracted string denotes: an integer 0-999 (leading zeros allowed, any expression
-    that evaluates to such an integer, e.g. \\frac{140}{2}), else None."""
-    if s is None:
+    that evaluates to such an integer exactly, e.g. \\frac{140}{2}, never 468.0000000001), else None. A
+    string naming several candidates ('469 or 468') is no answer. `m+n=468` is 468 when the question asks
+    for m+n (and `x = 70` always is 70)."""
+    if s is None or len(answers.alternatives(s)) > 1:
         return None
+    clean = _clean(s)
+    if question and clean.count("=") == 1:
+        lhs, rhs = clean.split("=")
+        if _squash(lhs) and _squash(lhs) in _squash(question):
+            return aime_answer(rhs)
+    if re.fullmatch(r"-?\d+\.\d+", clean):
+        d = Decimal(clean)
+        return int(d) if d == d.to_integral_value() and 0 <= d <= 999 else None
     n = plain_int(s)
     if n is None:
         import sympy
@@ -143,7 +158,8 @@ def aime_answer(s: str | None) -> int | None:
                 p = p.rhs  # 'x = 70'
             if isinstance(p, sympy.Basic) and not _equations(p) and getattr(p, "is_number", False):
                 try:
-                    v = sympy.nsimplify(p) if isinstance(p, sympy.Float) else sympy.simplify(p)
+                    v = p if isinstance(p, sympy.Float) else sympy.simplify(p)
+                    v = sympy.Integer(int(v)) if isinstance(v, sympy.Float) and v == int(v) else v
                 except Exception:  # noqa: BLE001
                     continue
                 if isinstance(v, sympy.Integer):
@@ -152,6 +168,6 @@ def aime_answer(s: str | None) -> int | None:
     return n if n is not None and 0 <= n <= 999 else None
 
 
-def aime_equal(got: str | None, gold: int) -> bool:
-    n = aime_answer(got)
+def aime_equal(got: str | None, gold: int, question: str | None = None) -> bool:
+    n = aime_answer(got, question)
     return n is not None and n == int(gold)

@@ -170,7 +170,7 @@ def test_tune_config_errors_name_the_key(tmp_path, tune_yaml, words):
 
 
 def test_no_tune_section_is_one_sentence(tmp_path, capsys):
-    from harness.tune import main
+    from harness.tune.__main__ import main
 
     cfg = tmp_path / "x.yaml"
     cfg.write_text("benchmarks: [{name: gpqa}]\n")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.tune import _with_driver, tune
+from harness.tune import tune
+from harness.tune.study import with_driver
 from tests.loopback import LoopbackServer
 from tests.test_tune import scripted, write_config
 
@@ -51,7 +52,7 @@ def test_two_workers_share_one_study_without_duplicate_or_lost_trials(tmp_path, 
         cfg = load_config(write_config(tmp_path, srv.url, space, name="shared"))
         summary = tune(cfg, workers=2, storage=postgres_url)
 
-    study = optuna.load_study(study_name="shared-tune", storage=_with_driver(postgres_url))
+    study = optuna.load_study(study_name="shared-tune", storage=with_driver(postgres_url))
     trials = study.get_trials()
     counted = [t for t in trials if not t.user_attrs.get("surplus")]
     assert sorted(t.number for t in counted) == list(range(n)), [(t.number, t.state.name) for t in trials]

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from harness import tune as tune_module
 from harness.config import load_config
 from harness.tune import TuneError, tune
+from harness.tune import workers as tune_module
 from tests.loopback import LoopbackServer
 from tests.test_tune import scripted, write_config
 
@@ -31,7 +31,7 @@ POP_DELAY_S = 0.05
 
 
 def _worker_with_slow_pop(*args) -> None:
-    """harness.tune._worker_main, with a pause between Optuna's read of a WAITING trial and its update to
+    """harness.tune.workers._worker_main, with a pause between Optuna's read of a WAITING trial and its update to
     RUNNING (as a slow disk or a busy machine would make it)."""
     from optuna.storages._rdb import models
     from optuna.trial import TrialState

@@ -1,11 +1,14 @@
 """AIME 2025: 30 competition problems with integer answers 0-999.
 
-Extraction (strict): the reply's final answer is the last `\\boxed{...}` or, if it comes later, the last
-explicit "answer is ..."/"Answer: ..." statement (harness.answers.final_answer); nothing else in the reply
-counts, so a reply cut off before its final answer has none. The extracted text is parsed as an expression
-(harness.math_equiv.aime_answer): it must denote an integer 0-999, leading zeros allowed (`070` is 70,
-`\\frac{140}{2}` is 70); a box holding anything else is "not an integer 0-999", never a fallback to some
-other number in the reply. Equality with the gold is decided in harness.math_equiv.
+Extraction (strict): the reply's final answer is the last committed one (harness.answers.final_answer): the
+last `\\boxed{...}`, a later "answer is ..."/"Answer: ..." statement or "Final Answer" heading, or a later
+revision ("wait, actually it's 469"); nothing else in the reply counts, so a reply cut off before its final
+answer has none. An answer naming more than one candidate (`469 (or possibly 468)`, `\\boxed{469 \\lor 468}`,
+`\\boxed{469}\\boxed{468}`) is wrong ("hedged"). The extracted text is parsed as an expression
+(harness.math_equiv.aime_answer): it must denote an integer 0-999 exactly, leading zeros allowed (`070` is
+70, `\\frac{140}{2}` is 70, `m+n=70` is 70 when the problem asks for m+n; `70.0000001` and
+`\\boxed{70}^{2}` are not 70); anything else is "not an integer 0-999", never a fallback to some other number
+in the reply. Equality with the gold is decided in harness.math_equiv.
 """
 
 from __future__ import annotations
@@ -59,10 +62,14 @@ class AIME(Benchmark):
         stated = answers.final_answer(response or "")
         if stated is None:
             return Score(0.0, False, "no answer found: end with the integer in \\boxed{}.", None, "no answer found")
-        got = math_equiv.aime_answer(stated)
+        values = {math_equiv.aime_answer(p, example.question) for p in answers.alternatives(stated)} - {None}
+        if len(values) > 1:
+            return Score(0.0, False, f"the final answer {stated[:80]!r} names more than one candidate: give one.",
+                         None, "hedged answer")
+        got = math_equiv.aime_answer(stated, example.question)
         if got is None:
             return Score(0.0, False, f"the final answer {stated[:80]!r} is not an integer from 0 to 999.", None,
                          "not an integer 0-999")
-        ok = math_equiv.aime_equal(stated, example.answer)
+        ok = got == int(example.answer)
         fb = f"correct: {got}" if ok else f"wrong: expected {example.answer}, got {got}"
         return Score(float(ok), ok, fb, got, "correct" if ok else "wrong answer")

@@ -17,7 +17,8 @@ Extraction and scoring, per scorer:
   else the reply's last non-empty line; exact compares normalized text, math asks harness.math_equiv (the
   one place that decides answer equality: math-verify plus the harness's rules);
 - numeric: the single number in the stated final answer, else a last line that is only a number;
-- choice: strict, as GPQA: an "Answer: X" statement or \\boxed{X}, never a letter in running text;
+- choice: strict, as GPQA: an "Answer: X" statement or \\boxed{X}, never a letter in running text; an
+  answer naming more than one option is wrong;
 - python: the reply's code run against the tests as MBPP's are (harness.benchmarks.mbpp, sandboxes/README.md).
 """
 

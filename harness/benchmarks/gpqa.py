@@ -1,10 +1,13 @@
 """GPQA Diamond: 198 graduate-level science multiple-choice questions, options shuffled per seed.
 
-Extraction (strict, simple-evals' answer pattern): an `Answer: X` statement, case-insensitive (`answer: c`),
-markdown bold and brackets allowed (`**Answer:** (B)`), or `\\boxed{X}`; when there are several, the last
-counts. There is no fallback to letters in running text ("vitamin D", the article "A"), so a reply without
-an explicit answer, such as one cut off at the token cap, scores "no answer found" (0) rather than a
-chance guess.
+Extraction (strict, simple-evals' answer pattern widened to the formatting checkers accept;
+harness.answers.find_letter): an `Answer: X` or "the answer is X" statement, case-insensitive, the letter
+bold, bracketed, in `\\(X\\)`, `\\textbf{X}`, as `Option X` or on the line after `**Answer:**`; or
+`\\boxed{X}`. The last committed one counts (a later "wait, actually it's X" included). An answer naming
+more than one option (`A or B`, `A/B`, `A, B, C or D`, `\\boxed{B}\\boxed{A}`) is wrong ("hedged answer").
+There is no fallback to letters in running text ("vitamin D", "A lot of evidence points to C"), so a
+reply without an explicit answer, such as one cut off at the token cap, scores "no answer found" (0)
+rather than a chance guess.
 """
 
 from __future__ import annotations
@@ -71,7 +74,10 @@ class GPQA(Benchmark):
         return out
 
     def score(self, example: Example, response: str) -> Score:
-        got = answers.extract_letter(response or "", LETTERS)
+        got, why = answers.find_letter(response or "", LETTERS)
+        if why == answers.HEDGED:
+            return Score(0.0, False, "the final answer names more than one option: give exactly one letter.", None,
+                         "hedged answer")
         if got is None:
             return Score(0.0, False, "no answer letter found: end with 'Answer: X' (X in A-D).", None,
                          "no answer found")
