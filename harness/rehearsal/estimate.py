@@ -1,43 +1,64 @@
-"""What the real run will cost, from a rehearsal's ledgers (results.json rows: per-cell `usage` and
-`test_usage`, by role), at the config's prices and concurrency and a given endpoint latency.
+"""What the real run will cost, from a rehearsal: its paid requests per role (as the world saw them), its
+cells' ledgers (results.json rows: `usage` and `test_usage` by role) and its shared stages' ledgers
+(`shared/stages/*/usage.json`), at the config's prices and concurrency and a given endpoint latency.
 
-Requests are the paid ones (cache hits excluded). Wall time is given two ways: the floor (each role's
-requests x latency / its max_concurrency, the slower role) and the rehearsal's own wall time scaled by
-endpoint latency / rehearsal latency, which keeps the run's sequential parts (a cell's proposer calls).
+Requests are the paid ones (cache hits never reach the world). Wall time is given two ways: the floor (each
+role's requests x latency / its max_concurrency, the slower role) and the same at the mean number of
+requests the rehearsal kept in flight per role, which keeps the run's sequential parts (a cell's proposer
+calls); the latter is printed only when the rehearsal's latency dominated its harness CPU per request.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from harness.config import ExperimentConfig
 
 ROLES = ("task", "prompt")
+COUNTS = ("requests", "prompt_tokens", "completion_tokens")
 
 
 def _add(acc: dict[str, float], u: dict[str, Any] | None) -> None:
-    for k in ("requests", "prompt_tokens", "completion_tokens", "evaluations"):
+    for k in COUNTS:
         acc[k] += float((u or {}).get(k, 0) or 0)
 
 
-def tally(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """{"roles": role -> counts, "methods": method -> role -> counts, "cells"/"stopped": method -> n}."""
-    roles: dict[str, dict[str, float]] = {r: defaultdict(float) for r in ROLES}
-    methods: dict[str, dict[str, dict[str, float]]] = {}
-    cells: dict[str, int] = defaultdict(int)
-    stopped: dict[str, int] = defaultdict(int)
+def incomplete(row: dict[str, Any]) -> bool:
+    """A finished cell that stopped on budget before its method's schedule ended."""
+    if "schedule_complete" in row:
+        return row["schedule_complete"] is False
+    return bool(row.get("stopped"))
+
+
+def by_method(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """method -> {role -> counts, "cells", "stopped", "failed"}."""
+    out: dict[str, dict[str, Any]] = {}
     for row in rows:
-        m = str(row.get("method"))
-        cells[m] += 1
-        stopped[m] += bool(row.get("stopped"))
-        per = methods.setdefault(m, {r: defaultdict(float) for r in ROLES})
+        m = out.setdefault(str(row.get("method")), {**{r: defaultdict(float) for r in ROLES},
+                                                     "cells": 0, "stopped": 0, "failed": 0})
+        m["cells"] += 1
+        if row.get("status", "finished") != "finished":
+            m["failed"] += 1
+            continue
+        m["stopped"] += incomplete(row)
         for key in ("usage", "test_usage"):
             for role in ROLES:
-                u = (row.get(key) or {}).get(role)
-                _add(roles[role], u)
-                _add(per[role], u)
-    return {"roles": roles, "methods": methods, "cells": dict(cells), "stopped": dict(stopped)}
+                _add(m[role], (row.get(key) or {}).get(role))
+    return out
+
+
+def stage_usage(run_dir: Path) -> list[dict[str, Any]]:
+    """The recorded ledgers of the run's shared stages (pre-training, meta-training), one per stage."""
+    out = []
+    for p in sorted((run_dir / "shared" / "stages").glob("*/usage.json")):
+        try:
+            out.append(json.loads(p.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def usd(cfg: ExperimentConfig, role: str, counts: dict[str, float]) -> float:
@@ -49,13 +70,13 @@ def _h(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
 
 
-def render(cfg: ExperimentConfig, rows: list[dict[str, Any]], *, latency_s: float, rehearsal_wall_s: float,
-           rehearsal_latency_s: float) -> str:
-    t = tally(rows)
-    lines = [f"Estimate of the real run ({len(rows)} cells, from the rehearsal's ledgers; prices from the config):"]
+def render(cfg: ExperimentConfig, rows: list[dict[str, Any]], world: dict[str, dict[str, float]], *,
+           latency_s: float, in_flight: dict[str, float] | None = None) -> str:
+    """The estimate as text; `world` is role -> paid requests and tokens the rehearsal sent."""
+    lines = [f"Estimate of the real run at the config's prices ({len(rows)} cells; {cfg.run_dir}):"]
     total = 0.0
     for role in ROLES:
-        c, ep = t["roles"][role], getattr(cfg.llm, role)
+        c, ep = defaultdict(float, world.get(role, {})), getattr(cfg.llm, role)
         cost = usd(cfg, role, c)
         total += cost
         lines.append(f"  {role:6s} {ep.model}: {int(c['requests']):,} requests, {int(c['prompt_tokens']):,} input + "
@@ -64,15 +85,26 @@ def render(cfg: ExperimentConfig, rows: list[dict[str, Any]], *, latency_s: floa
                                          or getattr(cfg.llm, r).price_output_per_m)]
     note = f" (the config sets no prices for: {', '.join(unpriced)})" if unpriced else ""
     lines.append(f"  total ${total:,.2f}{note}")
-    lines.append("  per method (requests task/prompt, tokens, $, cells stopped on budget):")
-    for m, per in sorted(t["methods"].items()):
+    stages = stage_usage(cfg.run_dir)
+    if stages:
+        req = sum(int(s.get("requests", 0)) for s in stages)
+        tok = sum(int(s.get("prompt_tokens", 0)) + int(s.get("completion_tokens", 0)) for s in stages)
+        lines.append(f"  shared stages (pre-training, meta-training; once each): {len(stages)} stages, {req:,} "
+                     f"requests, {tok:,} tokens, ${sum(float(s.get('usd', 0)) for s in stages):,.2f}")
+    lines.append("  per method, cells only (requests task / prompt, tokens, $, cells stopped on budget before "
+                 "their schedule ended, failed):")
+    for m, per in sorted(by_method(rows).items()):
         tok = sum(per[r]["prompt_tokens"] + per[r]["completion_tokens"] for r in ROLES)
         cost = sum(usd(cfg, r, per[r]) for r in ROLES)
-        lines.append(f"    {m:22s} {int(per['task']['requests']):>8,} / {int(per['prompt']['requests']):<6,} "
-                     f"{int(tok):>13,} tok  ${cost:>9,.2f}  stopped {t['stopped'].get(m, 0)}/{t['cells'][m]}")
-    floor = max(t["roles"][r]["requests"] * latency_s / getattr(cfg.llm, r).max_concurrency for r in ROLES)
+        lines.append(f"    {m:22s} {int(per['task']['requests']):>8,} / {int(per['prompt']['requests']):<7,}"
+                     f"{int(tok):>14,} tok ${cost:>10,.2f}  stopped {per['stopped']}/{per['cells']}"
+                     + (f"  FAILED {per['failed']}" if per["failed"] else ""))
+    floor = max(world.get(r, {}).get("requests", 0) * latency_s / getattr(cfg.llm, r).max_concurrency for r in ROLES)
     conc = ", ".join(f"{r} {getattr(cfg.llm, r).max_concurrency}" for r in ROLES)
-    lines.append(f"  wall time at {latency_s:g} s per request (max_concurrency {conc}): at least {_h(floor)}"
-                 + (f"; {_h(rehearsal_wall_s * latency_s / rehearsal_latency_s)} scaled from this rehearsal"
-                    if rehearsal_latency_s > 0 else ""))
+    line = f"  wall time at {latency_s:g} s per request (max_concurrency {conc}): at least {_h(floor)}"
+    if in_flight:
+        paced = max(world.get(r, {}).get("requests", 0) * latency_s / max(in_flight.get(r, 0.0), 0.05) for r in ROLES)
+        mean = ", ".join(f"{r} {in_flight.get(r, 0.0):.1f}" for r in ROLES)
+        line += f"; about {_h(paced)} with as many requests in flight as this rehearsal kept ({mean})"
+    lines.append(line)
     return "\n".join(lines)

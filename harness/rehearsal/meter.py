@@ -14,6 +14,8 @@ class Meter:
     limit: int
     events: list[tuple[float, int]] = field(default_factory=list)
     requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     busy_s: float = 0.0  # sum of request durations (the latency the endpoint would add)
     world_cpu_s: float = 0.0  # CPU the simulated server itself spent (not the harness's)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -25,9 +27,11 @@ class Meter:
             self.requests += 1
         return now
 
-    def end(self, started: float, cpu_s: float) -> None:
+    def end(self, started: float, cpu_s: float, tokens: tuple[int, int] = (0, 0)) -> None:
         now = time.monotonic()
         with self.lock:
+            self.prompt_tokens += tokens[0]
+            self.completion_tokens += tokens[1]
             self.events.append((now, -1))
             self.busy_s += now - started
             self.world_cpu_s += cpu_s

@@ -119,8 +119,10 @@ def rehearse(cfg: ExperimentConfig, opts, settings: Settings) -> int:
     if settings.report and code == 0:
         build_report(cfg)
     print(BANNER)
-    print(render(cfg, results_rows(cfg, rows), latency_s=settings.estimate_latency_s, rehearsal_wall_s=t1 - t0,
-                 rehearsal_latency_s=settings.latency_s))
+    paced = settings.latency_s * 1000 >= 5 * summary["cpu_per_request_ms"]  # latency, not the harness, set the pace
+    in_flight = {role: r["mean_in_flight"] for role, r in summary["roles"].items()} if paced else None
+    print(render(cfg, results_rows(cfg, rows), summary["roles"], latency_s=settings.estimate_latency_s,
+                 in_flight=in_flight))
     print_summary(summary)
     return code
 

@@ -88,16 +88,17 @@ class SimServer:
                     return
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 started = server.meter.start()
-                cpu = time.thread_time()
+                cpu, tokens = time.thread_time(), (0, 0)
                 try:
                     payload = server.completion(body)
                     cpu = time.thread_time() - cpu
+                    tokens = (payload["usage"]["prompt_tokens"], payload["usage"]["completion_tokens"])
                     time.sleep(max(0.0, server.delay() - (time.monotonic() - started)))
                     self._send(200, payload)
                 except Exception as exc:  # a bug in the world: a 500 the client retries, never a crash
                     cpu = time.thread_time() - cpu
                     self._send(500, {"error": {"message": f"simulated world: {exc!r}", "type": "server_error"}})
                 finally:
-                    server.meter.end(started, cpu)
+                    server.meter.end(started, cpu, tokens)
 
         return Handler

@@ -99,7 +99,8 @@ class World:
         requests = sum(m.requests for m in self.meters.values())
         for role, m in self.meters.items():
             means, sat = m.levels(t0, t1, bins)
-            out["roles"][role] = {"requests": m.requests, "limit": m.limit, "saturated": sat,
+            out["roles"][role] = {"requests": m.requests, "prompt_tokens": m.prompt_tokens,
+                                  "completion_tokens": m.completion_tokens, "limit": m.limit, "saturated": sat,
                                   "mean_in_flight": sum(means) / len(means), "timeline": timeline(means, m.limit),
                                   "ideal_s": m.busy_s / m.limit}
         harness_cpu = time.process_time() - self.cpu0 - world_cpu
