@@ -115,6 +115,8 @@ class BenchmarkConfig(Strict):
     n_train: int | None = Field(None, gt=0, description="train split size (default: the benchmark's)")
     n_val: int | None = Field(None, gt=0, description="validation split size (default: the benchmark's)")
     n_test: int | None = Field(None, gt=0, description="test split size (default: the benchmark's)")
+    max_tokens: int | None = Field(None, gt=0, description="the task agent's reply cap on this benchmark (default: "
+                                   "llm.task.max_tokens when the config sets it, else the benchmark's own)")
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
@@ -249,13 +251,25 @@ class ExperimentConfig(Strict):
                                           "outside it. llm.budget caps the whole run")
     held_out: list[str] = Field(default_factory=lambda: ["sudoku"], description="benchmarks kept out of every "
                                 "pre-training pool (the paper keeps Sudoku out)")
-    parallel_cells: int = Field(1, gt=0, description="cells run at once (remote endpoints)")
+    parallel_cells: int | Literal["auto"] = Field(
+        1, description="cells (and shared stages) run at once; auto = enough to keep both endpoints' "
+        "max_concurrency busy (task + prompt concurrency; 1 on the embedded models)")
+    stage_budget: BudgetConfig = Field(default_factory=BudgetConfig, description="one budget for each shared "
+                                       "stage (SePO's pre-training, MetaSPO's meta-training), built once per key "
+                                       "before the cells that use it; outside budget_per_cell")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneConfig | None = Field(None, description="`sepo-bench tune`: an Optuna study over a method's settings")
     simulated: bool = Field(False, description="set by `sepo-bench rehearse`: every endpoint is the built-in "
                             "simulated world, so no number of the run is a result")
 
     _source: Path | None = PrivateAttr(None)
+
+    @field_validator("parallel_cells")
+    @classmethod
+    def _parallel_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("must be a positive whole number or auto")
+        return v
 
     @field_validator("seeds")
     @classmethod

@@ -4,11 +4,19 @@ Before any request: methods and their settings are built, every benchmark a cell
 pools methods ask for) is opened with the config's options and sandbox and its splits loaded for every
 seed, the tracking store is reached, and API keys and endpoints are checked (`open_llms`).
 
-Per cell: a child ledger with the experiment's `budget_per_cell` (the same for every method), the
-optimizer on train/val, then the best prompt and the initial prompt scored on test on a ledger of their
-own (so test scoring always runs). A finished cell is written at once (results.json, its per-example
-records, its MLflow run); a rerun skips finished cells and resumes unfinished ones from their checkpoints,
-and the response cache answers every request already paid for.
+Shared stages first (harness/stages.py): every cell is asked for the stage it shares with others (SePO's
+p~*, MetaSPO's meta-trained prompt); each distinct key is built once on a ledger with the config's
+`stage_budget`, its cost reported once (its own MLflow run). Cells that need no stage start at once beside
+the stages; the others start when their stage is done. `parallel_cells` workers (auto: the endpoints'
+task + prompt concurrency) keep both endpoints busy.
+
+Per cell (harness/cell.py): a child ledger with the experiment's `budget_per_cell` (the same for every
+method), the optimizer on train/val, then the best prompt and the initial prompt scored on test on a ledger
+of their own (so test scoring always runs). A finished cell is appended at once (results.jsonl, its
+per-example records, its MLflow run). A cell that raises is recorded as failed with its reason and the
+others go on; the run ends naming the failed cells (the CLI exits non-zero), and a rerun skips finished
+cells, retries failed ones and resumes unfinished ones from their checkpoints (the response cache answers
+every request already paid for; the restored work is charged to the cell's budget again).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any
 from harness.benchmarks.base import Benchmark, Example
 from harness.config import BenchmarkConfig, ConfigError, ExperimentConfig
 from harness.evaluator import EvalResult, Evaluator, Record
+from harness.files import write_atomic
 from harness.llm.session import LLMs
 from harness.llm.usage import Budget
 from harness.optimizer import Candidate, OptimizationTask, RunContext
@@ -70,11 +79,18 @@ def entry_key(b: BenchmarkConfig) -> str:
 
 
 def expand_grid(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
-                seeds: list[int] | None = None) -> list[Cell]:
-    """The cells to run, in order benchmark > seed > method; filters come from --benchmarks / --seed."""
+                seeds: list[int] | None = None, methods: list[str] | None = None) -> list[Cell]:
+    """The cells to run, in order benchmark > seed > method; filters come from --benchmarks / --seed /
+    --methods (run names of the config's `methods:`)."""
     from harness.methods import resolve_method
 
-    methods = cfg.methods or {"sepo": {}}
+    all_methods = cfg.methods or {"sepo": {}}
+    if methods:
+        unknown = [m for m in methods if m not in all_methods]
+        if unknown:
+            raise ConfigError(f"--methods names {', '.join(unknown)}, which {cfg.source} does not list; choose "
+                              f"from {', '.join(all_methods)}.")
+    methods = {k: v for k, v in all_methods.items() if not methods or k in methods}
     resolved = {run: resolve_method(run, s) for run, s in methods.items()}
     chosen = cfg.benchmarks
     if benchmarks:
@@ -98,11 +114,9 @@ def expand_grid(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
 
 def sandbox_for(cfg: ExperimentConfig, names: list[tuple[str, dict]]):
     """A sandbox when any of these benchmarks runs code (built before any model starts), else None."""
-    def runs_code(name: str, options: dict) -> bool:
-        key = canonical_name(name)
-        return key == "mbpp" or (key == "custom" and options.get("scorer") == "python")
+    from harness.registry import needs_sandbox
 
-    if not any(runs_code(n, o) for n, o in names):
+    if not any(needs_sandbox(n, o) for n, o in names):
         return None
     from sandboxes import make_sandbox
 
@@ -159,6 +173,7 @@ def open_benchmarks(cfg: ExperimentConfig, entries: list[BenchmarkConfig], seeds
             try:
                 bench = get_benchmark(b.name, data_dir=cfg.data_dir, sandbox=sandbox, **b.split_options())
                 stack.callback(bench.close)
+                set_reply_cap(bench, b, cfg)
                 ob = OpenBench(b, bench)
                 for seed in seeds:
                     for split in splits:
@@ -167,6 +182,16 @@ def open_benchmarks(cfg: ExperimentConfig, entries: list[BenchmarkConfig], seeds
                 raise ConfigError(f"{where}: {exc}") from None
             opened[key] = ob
         yield opened
+
+
+def set_reply_cap(bench: Benchmark, entry: BenchmarkConfig, cfg: ExperimentConfig) -> None:
+    """The task agent's reply cap on this benchmark: the entry's max_tokens, else llm.task.max_tokens when
+    the config sets it, else the benchmark's own default (the evaluator uses `bench.reply_cap` as is)."""
+    task = cfg.llm.task
+    if entry.max_tokens is not None:
+        bench.reply_cap = entry.max_tokens
+    elif "max_tokens" in task.model_fields_set:
+        bench.reply_cap = task.max_tokens
 
 
 def _sha(obj: Any) -> str:
@@ -203,15 +228,8 @@ def models_of(llms: LLMs) -> dict[str, Any]:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_records(path: Path, records: list[Record]) -> None:
-    _write_atomic(path, "".join(json.dumps(asdict(r), default=str) + "\n" for r in records))
+    write_atomic(path, "".join(json.dumps(asdict(r), default=str) + "\n" for r in records))
 
 
 def summarize(res: EvalResult, asked: int) -> dict[str, Any]:
@@ -234,31 +252,66 @@ def describe(summary: dict[str, Any]) -> str:
 
 
 class ResultsFile:
-    """results.json: every finished cell, rewritten atomically the moment a cell finishes."""
+    """results.jsonl: one line per finished (or failed) cell, appended the moment it ends (the newest line of
+    a cell wins); results.json, the whole table, is written once when the run ends. A results.json of an
+    earlier run is read too."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = path  # results.json
+        self.journal = path.with_suffix(".jsonl")
         self.lock = threading.Lock()
         data = json.loads(path.read_text()) if path.is_file() else {}
-        self.rows: list[dict[str, Any]] = data.get("results", [])
+        rows: dict[str, dict[str, Any]] = {r["cell_key"]: r for r in data.get("results", []) if "cell_key" in r}
+        if self.journal.is_file():
+            for line in self.journal.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut off by a kill
+                    continue
+                rows[row["cell_key"]] = row
+        self.by_key = rows
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.by_key.values())
 
     def finished(self, key: str) -> dict[str, Any] | None:
-        return next((r for r in self.rows if r.get("cell_key") == key), None)
+        row = self.by_key.get(key)
+        return row if row is not None and row.get("status", "finished") == "finished" else None
 
-    def add(self, row: dict[str, Any], header: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any]) -> None:
         with self.lock:
-            self.rows = [r for r in self.rows if r.get("cell_key") != row["cell_key"]] + [row]
-            _write_atomic(self.path, json.dumps({**header, "results": self.rows}, indent=2, default=str))
+            self.by_key[row["cell_key"]] = row
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            with self.journal.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, default=str) + "\n")
+
+    def write(self, header: dict[str, Any]) -> None:
+        with self.lock:
+            write_atomic(self.path, json.dumps({**header, "results": self.rows}, indent=2, default=str))
 
 
 @dataclass
 class RunOptions:
     benchmarks: list[str] | None = None
     seeds: list[int] | None = None
+    methods: list[str] | None = None  # run names of `methods:` (--methods)
     limit: int | None = None  # test examples scored per cell
     fresh: bool = False
     resume: bool = False  # require earlier work to resume
     system_prompt: str | None = None
+
+
+@dataclass
+class Stage:
+    """A shared stage of this run and the cells waiting for it."""
+
+    spec: Any  # harness.stages.SharedStage
+    methods: set[str] = field(default_factory=set)
+    targets: set[str] = field(default_factory=set)
+    cells: list[Cell] = field(default_factory=list)
+    outcome: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class Experiment:
@@ -268,7 +321,8 @@ class Experiment:
         from harness.methods import make_optimizer
 
         self.cfg, self.opts = cfg, opts or RunOptions()
-        self.cells = expand_grid(cfg, benchmarks=self.opts.benchmarks, seeds=self.opts.seeds)
+        self.cells = expand_grid(cfg, benchmarks=self.opts.benchmarks, seeds=self.opts.seeds,
+                                 methods=self.opts.methods)
         self.initial_prompt = self.opts.system_prompt if self.opts.system_prompt is not None else cfg.system_prompt
         # Build every optimizer once now: bad settings fail before anything starts.
         self.pools: set[str] = set()
@@ -279,6 +333,8 @@ class Experiment:
         self.results = ResultsFile(self.run_dir / "results.json")
         self.lock = threading.Lock()
         self.done = 0
+        self.failed: list[tuple[Cell, str]] = []
+        self.stages: dict[str, Stage] = {}
 
     # ---- the parts of a cell -------------------------------------------------------------------
     def cell_inputs(self, c: Cell, ob: OpenBench, llms: LLMs) -> dict[str, Any]:
@@ -287,7 +343,8 @@ class Experiment:
                 "options": c.bench.split_options(), "seed": c.seed, "initial_prompt": self.initial_prompt,
                 "models": models_of(llms), "budget": self.cfg.budget_per_cell.model_dump(),
                 "data": data_fingerprint(ob, c.seed), "test_limit": self.opts.limit,
-                "held_out": sorted(self.cfg.held_out)}
+                "held_out": sorted(self.cfg.held_out), "reply_cap": reply_cap(ob.bench, llms.task),
+                "stage_budget": self.cfg.stage_budget.model_dump()}
 
     def claim_checkpoint(self, c: Cell, ck: Path, inputs: dict[str, Any]) -> None:
         """The cell's checkpoint folder is for one set of inputs: refuse another's, unless --fresh."""
@@ -303,19 +360,10 @@ class Experiment:
                                   f"{', '.join(changed)}); rerun with --fresh to discard it, or with --output-dir "
                                   "DIR to keep it and write this run elsewhere.")
         ck.mkdir(parents=True, exist_ok=True)
-        _write_atomic(marker, json.dumps(inputs, indent=1, default=str))
+        write_atomic(marker, json.dumps(inputs, indent=1, default=str))
 
-    def context(self, c: Cell, benches: dict[str, OpenBench], task_llm) -> RunContext:
+    def context(self, c: Cell, benches: dict[str, OpenBench], task_llm, stages_built: bool = True) -> RunContext:
         target = entry_key(c.bench)
-
-        def open_task(name: str, seed: int) -> OptimizationTask:
-            key = canonical_name(name)
-            if key not in benches:
-                raise ConfigError(f"{c.method} asked for benchmark {name!r}, which was not opened before the "
-                                  "run; list it in the method's pool settings.")
-            ob = benches[key]
-            return OptimizationTask(ob.bench.name, ob.bench, ob.split("train", seed), ob.split("val", seed),
-                                    Evaluator(ob.bench, task_llm, seed=seed), self.initial_prompt)
 
         def check_disjoint(name: str, ids) -> None:
             if canonical_name(name) != target:
@@ -326,12 +374,20 @@ class Experiment:
                                   f"this cell's {target} test split (e.g. {sorted(overlap)[0]}); pre-train on "
                                   "a pool without the target, or with the same seed as the target.")
 
-        return RunContext(open_task=open_task, shared_dir=self.run_dir / "shared",
-                          check_disjoint_from_test=check_disjoint, held_out=tuple(self.cfg.held_out))
+        return RunContext(open_task=task_opener(c, benches, task_llm, self.initial_prompt),
+                          shared_dir=self.run_dir / "shared", check_disjoint_from_test=check_disjoint,
+                          held_out=tuple(self.cfg.held_out), shared_stages_built=stages_built)
+
+    def tags(self, c: Cell, llms: LLMs) -> dict[str, str]:
+        return {"sepo.base_method": c.base, "sepo.held_out": str(canonical_name(c.bench.name) in
+                                                                self.cfg.held_out).lower(),
+                "sepo.local_models": str(llms.task.endpoint.embedded).lower()}
 
     def run_one(self, c: Cell, benches: dict[str, OpenBench], llms: LLMs, tracker, show: bool) -> dict[str, Any]:
+        """One cell (harness/cell.py), skipped when finished earlier; its row, also on results.jsonl."""
+        from harness.cell import run_cell
         from harness.methods import make_optimizer
-        from harness.run import run_cell
+        from harness.registry import method_info
 
         ob = benches[entry_key(c.bench)]
         inputs = self.cell_inputs(c, ob, llms)
@@ -345,79 +401,87 @@ class Experiment:
             return done
         ck = self.run_dir / "cells" / c.path
         self.claim_checkpoint(c, ck, inputs)
-        cell_ledger = llms.ledger.child(Budget(**self.cfg.budget_per_cell.model_dump()))
-        test_ledger = llms.ledger.child()
-        task_llm, prompt_llm = llms.task.with_ledger(cell_ledger), llms.prompt.with_ledger(cell_ledger)
-        test_llm = llms.task.with_ledger(test_ledger)
         self._print(f"== {c.label}")
-        t0 = time.monotonic()
         test = load_limited(ob, c.seed, self.opts.limit)
+        info = method_info(c.base)
         run = None
         if tracker is not None:
             run = tracker.start_cell(key, method=c.method, benchmark=ob.bench.name, seed=c.seed,
-                                     params=self.cell_params(c, ob, llms),
-                                     tags={"sepo.base_method": c.base, "sepo.held_out": str(
-                                         canonical_name(c.bench.name) in self.cfg.held_out).lower(),
-                                         "sepo.local_models": str(llms.task.endpoint.embedded).lower()})
+                                     params=self.cell_params(c, ob, llms), tags=self.tags(c, llms),
+                                     family=info.family, ablation_of=info.ablation_of, simulated=self.cfg.simulated)
 
         def on_candidate(cand: Candidate) -> None:
-            self._print(f"  candidate {cand.id} <- {cand.parent_id}: train {cand.train_score}")
+            if show:
+                self._print(f"  candidate {cand.id} <- {cand.parent_id}: train {cand.train_score}")
             if run is not None:
                 run.log_candidate(cand)
 
         try:
-            cell = run_cell(make_optimizer(c.method, {**c.settings, "method": c.base}), ob.bench, c.seed,
-                            task_llm, prompt_llm, initial_prompt=self.initial_prompt, n_test=len(test),
-                            checkpoint_dir=ck, on_candidate=on_candidate,
-                            context=self.context(c, benches, task_llm), test_llm=test_llm, show_progress=show)
-            initial = Evaluator(ob.bench, test_llm, seed=c.seed).evaluate(self.initial_prompt, test,
-                                                                            label="test: initial prompt")
-        except BaseException as exc:
+            out = run_cell(make_optimizer(c.method, {**c.settings, "method": c.base}), ob.bench, c.seed, llms=llms,
+                           budget=Budget(**self.cfg.budget_per_cell.model_dump()), checkpoint_dir=ck,
+                           initial_prompt=self.initial_prompt, test=test, context=self.context(c, benches, llms.task),
+                           on_candidate=on_candidate, show_progress=show)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
             if run is not None:
-                run.fail(f"{type(exc).__name__}: {exc}")
+                run.fail(reason)
+            self.results.add({"cell_key": key, "method": c.method, "base_method": c.base,
+                              "benchmark": ob.bench.name, "seed": c.seed, "status": "failed", "error": reason})
+            with self.lock:
+                self.failed.append((c, reason))
+            self._print(f"== FAILED: {c.label}: {reason}")
+            return {"cell_key": key, "status": "failed", "error": reason}
+        except BaseException as exc:  # Ctrl-C, SystemExit: the run ends; the cell resumes next time
+            if run is not None:
+                run.fail(f"{type(exc).__name__}: interrupted")
             raise
-        res = cell.result
-        extra = res.extra or {}
+        res, extra = out.result, out.result.extra or {}
         pool = [canonical_name(p) for p in extra.get("pretrain_pool", []) or []]
-        row = {"cell_key": key, "method": c.method, "base_method": c.base, "benchmark": ob.bench.name,
-               "seed": c.seed, "initial_test": initial.accuracy, "best_test": cell.test_accuracy,
-               "test": summarize(cell.test, len(test)), "initial": summarize(initial, len(test)),
-               "best_prompt": res.best.prompt, "best_id": res.best.id, "best_train": res.best.train_score,
-               "best_val": res.best.val_score, "stopped": extra.get("stopped"),
+        stopped = extra.get("stopped")
+        cap = reply_cap(ob.bench, llms.task)
+        row = {"cell_key": key, "status": "finished", "method": c.method, "base_method": c.base,
+               "benchmark": ob.bench.name, "seed": c.seed, "initial_test": out.initial.accuracy,
+               "best_test": out.test.accuracy, "test": summarize(out.test, len(test)),
+               "initial": summarize(out.initial, len(test)), "best_prompt": res.best.prompt, "best_id": res.best.id,
+               "best_train": res.best.train_score, "best_val": res.best.val_score, "stopped": stopped,
+               "schedule_complete": stopped is None, "reply_cap": cap,
                "held_out": canonical_name(c.bench.name) in self.cfg.held_out,
                "target_in_pool": (canonical_name(c.bench.name) in pool) if pool else None,
-               "pretrain_pool": pool, "usage": cell_ledger.summary(), "test_usage": test_ledger.summary(),
-               "wall_s": round(time.monotonic() - t0, 1), "candidates": [vars(x) for x in res.candidates]}
+               "pretrain_pool": pool, "stage_keys": self.stage_keys_of(c), "usage": out.usage,
+               "test_usage": out.test_usage, "restored_usage": out.restored, "wall_s": out.wall_s,
+               "candidates": [vars(x) for x in res.candidates]}
         rec_dir = self.run_dir / "records"
         stem = entry_key(c.bench).replace(":", "-")
-        write_records(rec_dir / f"{c.method}-{stem}-seed{c.seed}.jsonl", cell.test.records)
-        write_records(rec_dir / f"initial-{stem}-seed{c.seed}.jsonl", initial.records)
+        write_records(rec_dir / f"{c.method}-{stem}-seed{c.seed}.jsonl", out.test.records)
+        write_records(rec_dir / f"initial-{stem}-seed{c.seed}.jsonl", out.initial.records)
+        u = out.usage["total"]
         if run is not None:
-            u = cell_ledger.total
-            metrics = {"test_accuracy": cell.test_accuracy, "initial_test_accuracy": initial.accuracy,
-                       "best_train_score": res.best.train_score or 0.0, "requests": u.requests,
-                       "tokens": u.tokens, "usd": u.usd, "cache_hits": u.cache_hits, "evaluations": u.evaluations,
-                       "wall_s": row["wall_s"], "n_test": len(test), "n_candidates": len(res.candidates)}
+            metrics = {"test_accuracy": out.test.accuracy, "initial_test_accuracy": out.initial.accuracy,
+                       "best_train_score": res.best.train_score or 0.0, "requests": u["requests"],
+                       "tokens": u["tokens"], "usd": u["usd"], "cache_hits": u["cache_hits"],
+                       "evaluations": u["evaluations"], "wall_s": out.wall_s, "n_test": len(test),
+                       "n_candidates": len(res.candidates)}
             if res.best.val_score is not None:
                 metrics["best_val_score"] = res.best.val_score
             prompts = {"prompt_agent": extra["prompt_agent"]} if extra.get("prompt_agent") else {}
             row["mlflow_run_id"] = run.run_id
-            run.log_tags({"sepo.target_in_pool": str(row["target_in_pool"]).lower(),
-                          "sepo.stopped": str(row["stopped"])})
-            run.finish(metrics=metrics, test_records=cell.test.records, initial_records=initial.records,
+            run.log_tags({"sepo.target_in_pool": str(row["target_in_pool"]).lower()})
+            run.finish(metrics=metrics, test_records=out.test.records, initial_records=out.initial.records,
                        best_prompt=res.best.prompt, extra_prompts=prompts,
-                       register_as=f"{self.cfg.name}-{c.method}-{ob.bench.name}-seed{c.seed}", result=row)
-        self.results.add(row, {"experiment": self.cfg.name, "config": self.cfg.source})
+                       register_as=f"{self.cfg.name}-{c.method}-{ob.bench.name}-seed{c.seed}", result=row,
+                       stopped=stopped, schedule_complete=stopped is None, max_tokens=cap,
+                       stage_keys=row["stage_keys"])
+        self.results.add(row)
         with self.lock:
             self.done += 1
             spent = llms.ledger.total
-        self._print(f"== done: {c.label} ({time.monotonic() - t0:.0f} s)\n"
-                    f"  test accuracy: initial {initial.accuracy:.3f} -> best {cell.test_accuracy:.3f} "
+        self._print(f"== done: {c.label} ({out.wall_s:.0f} s)" + (f" STOPPED ({stopped}) before its schedule ended"
+                                                                  if stopped else "") + "\n"
+                    f"  test accuracy: initial {out.initial.accuracy:.3f} -> best {out.test.accuracy:.3f} "
                     f"({len(test)} examples; {describe(row['test'])})\n"
-                    f"  cell spent {cell_ledger.total.evaluations} evaluations, {cell_ledger.total.requests} "
-                    f"requests, {cell_ledger.total.tokens} tokens, ${cell_ledger.total.usd:.4f}; "
-                    f"[{self.done}/{len(self.cells)} cells] run so far {spent.requests} requests, "
-                    f"{spent.tokens} tokens, ${spent.usd:.4f}")
+                    f"  cell spent {u['evaluations']:.0f} evaluations, {u['requests']:.0f} requests, "
+                    f"{u['tokens']:.0f} tokens, ${u['usd']:.4f}; [{self.done}/{len(self.cells)} cells] run so far "
+                    f"{spent.requests} requests, {spent.tokens} tokens, ${spent.usd:.4f}")
         return row
 
     def cell_params(self, c: Cell, ob: OpenBench, llms: LLMs) -> dict[str, Any]:
@@ -425,17 +489,102 @@ class Experiment:
                 "benchmark_options": c.bench.split_options(), "seed": c.seed,
                 "budget_per_cell": self.cfg.budget_per_cell.model_dump(), "models": models_of(llms),
                 "initial_prompt": self.initial_prompt, "data_fingerprint": data_fingerprint(ob, c.seed),
-                "code": code_version(self.cfg.project_dir), "test_limit": self.opts.limit}
+                "code": code_version(self.cfg.project_dir), "test_limit": self.opts.limit,
+                "reply_cap": reply_cap(ob.bench, llms.task)}
 
     def _print(self, text: str) -> None:
         with self.lock:
             print(text, flush=True)
 
+    # ---- shared stages -------------------------------------------------------------------------
+    def stage_keys_of(self, c: Cell) -> list[str]:
+        return [k for k, st in self.stages.items() if c in st.cells]
+
+    def plan_stages(self, benches: dict[str, OpenBench], llms: LLMs) -> None:
+        """Ask every cell's method for the stage it shares (before any request); group cells by stage key."""
+        from harness.methods import make_optimizer
+        from harness.run import make_task
+
+        for c in self.cells:
+            opt = make_optimizer(c.method, {**c.settings, "method": c.base})
+            ask = getattr(opt, "shared_stage", None)
+            if ask is None:
+                continue
+            ob = benches[entry_key(c.bench)]
+            task = make_task(ob.bench, c.seed, Evaluator(ob.bench, llms.task, seed=c.seed), self.initial_prompt)
+            spec = ask(task, llms.prompt, seed=c.seed, context=self.context(c, benches, llms.task))
+            if spec is None:
+                continue
+            st = self.stages.setdefault(spec.key, Stage(spec))
+            st.methods.add(c.method)
+            st.targets.add(entry_key(c.bench))
+            st.cells.append(c)
+
+    def run_stage(self, st: Stage, benches: dict[str, OpenBench], llms: LLMs, tracker) -> None:
+        """Build one shared stage on its own budget (resumed from its checkpoint), once; record its cost."""
+        from harness.cell import resumable_ledger, save_usage
+        from harness.stages import StageEnv
+
+        spec = st.spec
+        if spec.done():
+            return
+        folder = self.run_dir / "shared" / "stages" / spec.key[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        ledger, restored = resumable_ledger(llms.ledger, Budget(**self.cfg.stage_budget.model_dump()), folder)
+        task_llm, prompt_llm = llms.task.with_ledger(ledger), llms.prompt.with_ledger(ledger)
+        kind = {"sepo-pretrain": "pretrain", "metaspo-meta": "meta-train"}.get(spec.kind, spec.kind)
+        run = None
+        if tracker is not None:
+            run = tracker.start_stage(spec.key, kind, methods=sorted(st.methods), targets=sorted(st.targets),
+                                      params={"describe": spec.describe, "pool": spec.pool,
+                                              "stage_budget": self.cfg.stage_budget.model_dump()},
+                                      simulated=self.cfg.simulated)
+
+        def on_candidate(cand: Candidate) -> None:
+            save_usage(folder, ledger)
+            if run is not None:
+                run.log_candidate(cand)
+
+        c0 = st.cells[0]
+        env = StageEnv(task_llm, prompt_llm, task_opener(c0, benches, task_llm, self.initial_prompt), on_candidate)
+        self._print(f"== stage {spec.kind} {spec.key[:12]}: {spec.describe}; serves {len(st.cells)} cells "
+                    f"({', '.join(sorted(st.methods))})")
+        t0 = time.monotonic()
+        try:
+            st.outcome = spec.build(env)
+        except Exception as exc:
+            st.error = f"{type(exc).__name__}: {exc}"
+            if run is not None:
+                run.fail(st.error)
+            self._print(f"== FAILED: stage {spec.key[:12]}: {st.error}")
+            return
+        save_usage(folder, ledger)
+        u = ledger.total
+        wall = round(time.monotonic() - t0, 1)
+        stopped = st.outcome.get("stopped")
+        if run is not None:
+            run.finish(metrics={"requests": u.requests, "tokens": u.tokens, "usd": u.usd,
+                                "evaluations": u.evaluations, "wall_s": wall},
+                       texts={"prompt": st.outcome.get("text") or ""},
+                       result={"stopped": stopped, "info": st.outcome.get("info"), "restored": restored})
+        self._print(f"== stage done {spec.key[:12]} ({wall:.0f} s): {u.evaluations} evaluations, {u.requests} "
+                    f"requests, {u.tokens} tokens, ${u.usd:.4f}, once for {len(st.cells)} cells"
+                    + (f"; STOPPED on budget ({stopped}), best so far frozen" if stopped else ""))
+
     # ---- the whole grid ------------------------------------------------------------------------
     def check_resume(self) -> None:
-        if self.opts.resume and not (self.run_dir / "results.json").exists() and not (self.run_dir / "cells").exists():
+        if self.opts.resume and not (self.run_dir / "results.json").exists() and not (
+                self.run_dir / "results.jsonl").exists() and not (self.run_dir / "cells").exists():
             raise ConfigError(f"--resume: nothing to resume in {self.run_dir}; drop --resume to start this "
                               "experiment, or point --output-dir at the earlier run.")
+
+    def parallel(self, llms: LLMs) -> int:
+        p = self.cfg.parallel_cells
+        if p == "auto":
+            embedded = llms.task.endpoint.embedded or (llms.prompt is not None and llms.prompt.endpoint.embedded)
+            p = 1 if embedded else llms.task.endpoint.max_concurrency + (
+                llms.prompt.endpoint.max_concurrency if llms.prompt is not None else 0)
+        return max(1, min(p, len(self.cells) + len(self.stages)))
 
     def run(self) -> list[dict[str, Any]]:
         from harness.llm.session import open_llms
@@ -444,24 +593,125 @@ class Experiment:
         cfg = self.cfg
         tracker = open_tracker(cfg)
         seeds = sorted({c.seed for c in self.cells})
+        if cfg.simulated:
+            print("SIMULATED endpoints (sepo-bench rehearse): no number of this run is a result.", flush=True)
         print(f"experiment {cfg.name}: {len(self.cells)} cells; outputs in {self.run_dir}"
               + (f"; MLflow {tracker.uri}" if tracker is not None else ""), flush=True)
-        parallel = min(cfg.parallel_cells, len(self.cells))
+        warm_imports(self.cells)
+        concurrent = cfg.parallel_cells == "auto" or cfg.parallel_cells > 1
         with open_benchmarks(cfg, [c.bench for c in self.cells], seeds, sorted(self.pools)) as benches, \
-                open_llms(cfg.llm, concurrent=parallel > 1) as llms:
-            print_models(llms)
+                open_llms(cfg.llm, concurrent=concurrent) as llms:
+            print_models(llms, benches)
             if tracker is not None:
-                tracker.log_experiment(cfg.model_dump(), _config_text(cfg), code_version(cfg.project_dir))
-            if parallel <= 1:
-                rows = [self.run_one(c, benches, llms, tracker, True) for c in self.cells]
-            else:
-                with ThreadPoolExecutor(parallel) as pool:
-                    rows = list(pool.map(lambda c: self.run_one(c, benches, llms, tracker, False), self.cells))
+                tracker.log_experiment(cfg.model_dump(), _config_text(cfg), code_version(cfg.project_dir),
+                                       simulated=cfg.simulated, protocol=protocol_of(cfg))
+            self.plan_stages(benches, llms)
+            if self.stages:
+                print(f"{len(self.stages)} shared stage(s) before the cells that use them "
+                      f"(stage_budget {cfg.stage_budget.model_dump(exclude_none=True) or 'unlimited'})", flush=True)
+            rows = self.schedule(benches, llms, tracker)
             usage = llms.ledger.summary()
+        self.results.write({"experiment": cfg.name, "config": cfg.source, "simulated": cfg.simulated})
         t = usage["total"]
         print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
               f"{t['evaluations']} evaluations, ${t['usd']:.4f}; results in {self.results.path}", flush=True)
+        stopped = [r for r in rows if r.get("status") == "finished" and r.get("stopped")]
+        if stopped:
+            print(f"{len(stopped)} cell(s) stopped on budget before their schedule ended: "
+                  + ", ".join(f"{r['method']}/{r['benchmark']}/seed{r['seed']}" for r in stopped), flush=True)
+        if self.failed:
+            print(f"{len(self.failed)} cell(s) FAILED (a rerun retries only these):", flush=True)
+            for c, reason in self.failed:
+                print(f"  {c.label}: {reason}", flush=True)
         return rows
+
+    def schedule(self, benches: dict[str, OpenBench], llms: LLMs, tracker) -> list[dict[str, Any]]:
+        """Stages and the cells that need none start at once (heaviest first); a stage's cells start when it
+        ends. Results in grid order."""
+        waiting = {id(c) for st in self.stages.values() for c in st.cells}
+        order = sorted(range(len(self.cells)), key=lambda i: weight(self.cells[i]))
+        rows: dict[int, dict[str, Any]] = {}
+        parallel = self.parallel(llms)
+        show = parallel <= 1
+        if parallel <= 1:
+            for st in self.stages.values():
+                self.run_stage(st, benches, llms, tracker)
+            for i, c in enumerate(self.cells):
+                rows[i] = self.run_one(c, benches, llms, tracker, show)
+            return [rows[i] for i in range(len(self.cells))]
+        print(f"{parallel} cells and stages at once", flush=True)
+        index = {id(c): i for i, c in enumerate(self.cells)}
+        with ThreadPoolExecutor(parallel) as pool:
+            futures = []
+            submit_lock = threading.Lock()
+
+            def cell(i: int) -> None:
+                rows[i] = self.run_one(self.cells[i], benches, llms, tracker, False)
+
+            def stage_then_cells(st: Stage) -> None:
+                self.run_stage(st, benches, llms, tracker)
+                with submit_lock:  # a failed stage's cells run too: each fails with StageMissing, recorded
+                    futures.extend(pool.submit(cell, index[id(c)]) for c in sorted(st.cells, key=weight))
+
+            with submit_lock:
+                for st in self.stages.values():
+                    futures.append(pool.submit(stage_then_cells, st))
+                for i in order:
+                    if id(self.cells[i]) not in waiting:
+                        futures.append(pool.submit(cell, i))
+            n = 0
+            while True:
+                with submit_lock:
+                    pending = futures[n:]
+                    n = len(futures)
+                if not pending:
+                    break
+                for f in pending:
+                    f.result()  # a cell records its own failure; this raises only on Ctrl-C or a bug
+        return [rows[i] for i in range(len(self.cells)) if i in rows]
+
+
+def weight(c: Cell) -> int:
+    """Cells with the longest schedules first, so the tail of the grid is short (lower sorts first)."""
+    heavy = {"sepo": 0, "textgrad": 1, "espl": 2, "gepa": 3}
+    return next((v for k, v in heavy.items() if c.base.startswith(k)), 5)
+
+
+def task_opener(c: Cell, benches: dict[str, OpenBench], task_llm, initial_prompt: str):
+    """RunContext.open_task: another opened benchmark's train/val task, scored through `task_llm`."""
+
+    def open_task(name: str, seed: int) -> OptimizationTask:
+        key = canonical_name(name)
+        if key not in benches:
+            raise ConfigError(f"{c.method} asked for benchmark {name!r}, which was not opened before the "
+                              "run; list it in the method's pool settings.")
+        ob = benches[key]
+        return OptimizationTask(ob.bench.name, ob.bench, ob.split("train", seed), ob.split("val", seed),
+                                Evaluator(ob.bench, task_llm, seed=seed), initial_prompt)
+
+    return open_task
+
+
+def reply_cap(bench: Benchmark, task_llm) -> int | None:
+    return Evaluator(bench, task_llm).max_tokens
+
+
+def warm_imports(cells: list[Cell]) -> None:
+    """Import what cell threads would otherwise import lazily at the same time (a partially initialised
+    module seen by a second thread: httpx's 'no attribute Timeout' ended a 4-thread grid)."""
+    import importlib
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    bases = {c.base for c in cells}
+    for mod in ("httpx", "openai", "openai.types.chat", "anyio", "harness.cell", "harness.run",
+                *(["textgrad"] if "textgrad" in bases else []), *(["gepa"] if "gepa" in bases else []),
+                *(["trueskill"] if "espl" in bases else [])):
+        importlib.import_module(mod)
+
+
+def protocol_of(cfg: ExperimentConfig) -> str | None:
+    """Which of the paper's protocols this config follows (configs/paper.yaml, configs/paper-swap.yaml)."""
+    return {"paper": "paper", "paper-swap": "paper-swap"}.get(cfg.name.removesuffix("-rehearsal"))
 
 
 def load_limited(ob: OpenBench, seed: int, limit: int | None) -> list[Example]:
@@ -475,11 +725,15 @@ def load_limited(ob: OpenBench, seed: int, limit: int | None) -> list[Example]:
     return test[:limit]
 
 
-def print_models(llms: LLMs) -> None:
+def print_models(llms: LLMs, benches: dict[str, OpenBench] | None = None) -> None:
+    """Each role's model; the task agent's reply cap per benchmark (what requests carry), when given."""
     for role, m in models_of(llms).items():
         where = "embedded" if m["embedded"] else ", ".join(m["base_url"])
-        print(f"{role} model: {m['model']} ({where}), temperature {m['temperature']}, max_tokens {m['max_tokens']}",
-              flush=True)
+        caps = ""
+        if role == "task" and benches:
+            caps = "; reply caps " + ", ".join(f"{k} {reply_cap(ob.bench, llms.task)}" for k, ob in benches.items())
+        print(f"{role} model: {m['model']} ({where}), temperature {m['temperature']}"
+              + (caps or f", max_tokens {m['max_tokens']}"), flush=True)
 
 
 def _config_text(cfg: ExperimentConfig) -> str:

@@ -119,16 +119,21 @@ def test_sigkill_mid_grid_then_resume_matches_an_uninterrupted_run(tmp_path, gri
         cfg = write_grid(tmp_path / "b", srv.url, out)
         before = len(srv.requests)
         proc = _run_cli(cfg, env)
-        results = out / "grid" / "results.json"
+        results, live = out / "grid" / "results.json", out / "grid" / "results.jsonl"  # live: appended per cell
+
+        def n_live() -> int:
+            return len(live.read_text().splitlines()) if live.exists() else 0
+
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if results.exists() and len(json.loads(results.read_text())["results"]) >= 3:
+            if n_live() >= 3:
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        finished = len(json.loads(results.read_text())["results"])
+        finished = n_live()
         assert 3 <= finished < 8, "the kill must land mid-grid"
+        assert not results.exists()  # the whole table is written once, when a run ends
         assert main(["optimize", "--config", str(cfg)]) == 0
         resumed = [json.dumps(b, sort_keys=True) for b in srv.requests[before:]]
     rows = cells_by_key(json.loads(results.read_text())["results"])

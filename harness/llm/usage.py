@@ -170,6 +170,15 @@ class Ledger:
                 u.completion_tokens += completion_tokens
                 u.usd += usd
 
+    def charge(self, role: str, spent: Usage) -> None:
+        """Count work done before (a resumed cell's or stage's restored work) on this ledger and its
+        parents, under `role`; no cap is checked (the next request or evaluation checks it)."""
+        for led in self._chain():
+            u = led.role(role)
+            with led._lock:
+                for k in _FIELDS:
+                    setattr(u, k, getattr(u, k) + getattr(spent, k))
+
     def record_hit(self, role: str, tokens: int = 0, usd: float = 0.0) -> None:
         """A reply the cache answered: no request paid; its tokens and price are kept apart (Usage.used)."""
         for led in self._chain():

@@ -1,0 +1,91 @@
+"""One cell (method x benchmark x seed): optimize on train/val, then score the best and the initial prompt on
+test, with its ledgers, checkpoint folder and tracking; a typed outcome out.
+
+Budgets: the optimizer runs on a child ledger capped by `budget_per_cell` (the same for every method); test
+scoring runs on a ledger of its own, so it always runs. A resumed cell is charged for the work it restores:
+the cell ledger's totals are saved in its checkpoint folder after every candidate and charged again when the
+cell resumes (work restored from a method's journal is not paid again, but it is counted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.evaluator import EvalResult, Evaluator
+from harness.files import write_atomic
+from harness.llm.usage import Budget, Ledger, Usage
+from harness.optimizer import Candidate, OptimizeResult, RunContext
+
+USAGE_FILE = "usage.json"  # the ledger's totals, beside a cell's (or a stage's) checkpoints
+
+
+@dataclass
+class CellOutcome:
+    result: OptimizeResult
+    test: EvalResult
+    initial: EvalResult
+    usage: dict[str, dict[str, float]]  # the optimizer's (cell ledger) summary
+    test_usage: dict[str, dict[str, float]]
+    wall_s: float
+    restored: dict[str, float]  # what the ledger was charged on resume for work done before
+
+    @property
+    def stopped(self) -> str | None:
+        return (self.result.extra or {}).get("stopped")
+
+
+def saved_usage(folder: Path) -> Usage | None:
+    p = folder / USAGE_FILE
+    if not p.is_file():
+        return None
+    data = json.loads(p.read_text(encoding="utf-8"))
+    return Usage(**{k: data[k] for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd",
+                                         "retries", "evaluations", "cached_tokens", "cached_usd") if k in data})
+
+
+def save_usage(folder: Path, ledger: Ledger) -> None:
+    from dataclasses import asdict
+
+    write_atomic(folder / USAGE_FILE, json.dumps(asdict(ledger.total)))
+
+
+def resumable_ledger(parent: Ledger, budget: Budget, folder: Path) -> tuple[Ledger, dict[str, float]]:
+    """A child ledger for work checkpointed in `folder`, charged with what that work spent before."""
+    led = parent.child(budget)
+    old = saved_usage(folder)
+    if old is None:
+        return led, {}
+    led.charge("restored", old)
+    return led, {"evaluations": old.evaluations, "requests": old.requests, "tokens": old.tokens, "usd": old.usd}
+
+
+def run_cell(opt, bench, seed: int, *, llms, budget: Budget, checkpoint_dir: Path, initial_prompt: str,
+             test: list, context: RunContext, on_candidate: Callable[[Candidate], None] | None = None,
+             show_progress: bool = False) -> CellOutcome:
+    """Run one cell; `llms` gives the run's task/prompt clients and ledger (harness.llm.session.LLMs)."""
+    from harness.run import make_task
+
+    t0 = time.monotonic()
+    cell_ledger, restored = resumable_ledger(llms.ledger, budget, checkpoint_dir)
+    test_ledger = llms.ledger.child()
+    task_llm, prompt_llm = llms.task.with_ledger(cell_ledger), llms.prompt.with_ledger(cell_ledger)
+    test_llm = llms.task.with_ledger(test_ledger)
+
+    def candidate(c: Candidate) -> None:
+        save_usage(checkpoint_dir, cell_ledger)
+        if on_candidate is not None:
+            on_candidate(c)
+
+    task = make_task(bench, seed, Evaluator(bench, task_llm, seed=seed), initial_prompt)
+    result = opt.optimize(task, prompt_llm, seed=seed, on_candidate=candidate, checkpoint_dir=checkpoint_dir,
+                          context=context)
+    save_usage(checkpoint_dir, cell_ledger)
+    final = Evaluator(bench, test_llm, seed=seed, show_progress=show_progress)
+    best = final.evaluate(result.best.prompt, test, label=f"{bench.name} test")
+    initial = Evaluator(bench, test_llm, seed=seed).evaluate(initial_prompt, test, label="test: initial prompt")
+    return CellOutcome(result, best, initial, cell_ledger.summary(), test_ledger.summary(),
+                       round(time.monotonic() - t0, 1), restored)
