@@ -243,48 +243,58 @@ _SEPARATOR = re.compile(r"^[\s\-+|=_:]*[-=_*][\s\-+|=_:*]*$")
 _ROW_LABEL = re.compile(r"^\s*(?:row\s*\d+\s*[:.)\-]\s*)", re.IGNORECASE)
 _JSON_GRID = re.compile(r"\[\s*\[[\d\s,\[\]]*?\]\s*\]")
 _LEAD_IN = re.compile(r"(?:output|grid|answer|result|solution)[^\n]*:\s*(?:```\w*)?\s*$", re.IGNORECASE)
+# Box-drawing characters as the ASCII a grid is drawn with: '│' is a bar, '─' a dash, corners and joints '+'.
+_BOX_DRAWING = str.maketrans({**dict.fromkeys("│┃║┆┇┊┋", "|"), **dict.fromkeys("─━═┄┅┈┉", "-"),
+                              **dict.fromkeys("┼╋╬┬┴├┤┌┐└┘╔╗╚╝╠╣╦╩╤╧╟╢╪╫╞╡┠┨┯┷", "+")})
 
 
 def _blocks(text: str, cell: str) -> list[dict]:
-    """Runs of grid rows: {'end', 'rows', 'after_rule', 'single'} in order of position.
+    """Runs of grid rows: {'end', 'rows', 'after_rule', 'after_blank', 'single', 'ragged'} in order.
 
-    A row is a line holding only cells (digits by default) separated by spaces, commas or bars, optionally
-    in brackets (`[0, 1, 2],`) or after a 'Row 3:' label. A box separator inside a grid (`------+------`,
-    `---|---`) is skipped; a markdown rule (`---`, `***`, `===`) or any other line ends the run (a run right
-    after a rule is marked, so a grid drawn with plain dashed lines between its bands can be joined when its
-    expected shape is known). `single` marks a one-row run of one token ('3', '12'): a stray number, not a
-    grid, unless a lead-in such as 'Output:' introduces it.
+    A row is a line holding only cells (digits by default) separated by spaces, commas or bars (box-drawing
+    bars too), optionally in brackets (`[0, 1, 2],`) or after a 'Row 3:' label. A box separator inside a
+    grid (`------+------`, `---|---`, `───┼───`) is skipped; a markdown rule (`---`, `***`, `===`) or any
+    other line ends the run. A run right after a rule or after blank lines only is marked, so a grid drawn
+    in bands can be joined when its expected shape is known. `single` marks a one-row run of one token
+    ('3', '12'): a stray number, not a grid, unless a lead-in such as 'Output:' introduces it. `ragged`
+    marks a run whose rows differ in length: an attempt at a grid, not a grid.
     """
     row_re = re.compile(rf"^(?:{cell})(?:[\s,|]*(?:{cell}))*$")
     blocks: list[dict] = []
     run: list[list[str]] = []
-    cur = {"end": 0, "after_rule": False, "lead_in": False, "token": True}
-    pos, prev_line, rule_pending = 0, "", False
+    cur = {"end": 0, "after_rule": False, "after_blank": False, "lead_in": False, "token": True}
+    pos, prev_line, rule_pending, blank_only = 0, "", False, False
 
     def flush() -> None:
-        if run and len({len(r) for r in run}) == 1:
+        if run:
             blocks.append({"end": cur["end"], "rows": [list(r) for r in run], "after_rule": cur["after_rule"],
+                           "after_blank": cur["after_blank"], "ragged": len({len(r) for r in run}) > 1,
                            "single": len(run) == 1 and cur["token"] and not cur["lead_in"]})
         run.clear()
 
-    for line in text.splitlines(keepends=True):
-        pos += len(line)
+    for raw in text.splitlines(keepends=True):
+        pos += len(raw)
+        line = raw.translate(_BOX_DRAWING)
         body = _ROW_LABEL.sub("", line).strip().strip("[],|").strip()
         if body and row_re.match(body):
             if not run:
-                cur.update(after_rule=rule_pending, lead_in=bool(_LEAD_IN.search(prev_line)), token=True)
+                cur.update(after_rule=rule_pending, after_blank=blank_only, token=True,
+                           lead_in=bool(_LEAD_IN.search(prev_line)))
             run.append(re.findall(cell, body))
             cur["end"] = pos
             cur["token"] = cur["token"] and not re.search(r"[\s,|]", body)
-            rule_pending = False
+            rule_pending = blank_only = False
         elif line.strip() and _SEPARATOR.match(line) and "`" not in line:
             if not (run and re.search(r"[+|]", line)):  # '------+------' inside a grid is skipped
                 had_run = bool(run)
                 flush()
                 rule_pending = had_run
+        elif not line.strip():
+            blank_only = bool(run) or blank_only
+            flush()
         else:
             flush()
-            rule_pending = False
+            rule_pending = blank_only = False
         if line.strip():
             prev_line = line
     flush()
@@ -295,7 +305,7 @@ def extract_grids(text: str, cell: str = r"\d") -> list[tuple[int, list[list[str
     """All well-formed grids in a reply as (end position, rows of cell strings), in order of position:
     runs of rows (see _blocks; stray one-token lines are left out unless nothing else is there) and JSON
     lists `[[0,1],[2,3]]` written on one line."""
-    blocks = _blocks(text, cell)
+    blocks = [b for b in _blocks(text, cell) if not b["ragged"]]
     grids = [(b["end"], b["rows"]) for b in blocks if not b["single"]]
     for m in _JSON_GRID.finditer(text):
         if "\n" in m.group(0):
@@ -309,18 +319,25 @@ def extract_grids(text: str, cell: str = r"\d") -> list[tuple[int, list[list[str
 
 
 def last_grid(text: str, cell: str = r"\d", shape: tuple[int, int] | None = None) -> list[list[str]] | None:
-    """The last well-formed grid in the reply (of the given shape, if one is given), or None. With a shape,
-    runs split only by plain dashed rules are also tried joined (a Sudoku drawn with `------` between bands)."""
+    """The last well-formed grid in the reply, or None. With a shape: the last grid of that shape, runs
+    split only by plain dashed rules or blank lines also tried joined (a Sudoku drawn in bands); and when
+    a later attempt at a grid is malformed (rows of different lengths, or a block of rows of another
+    shape), the reply's final grid is that attempt: None, never an earlier grid."""
     grids = extract_grids(text, cell)
-    if shape is not None:
-        grids = [g for g in grids if (len(g[1]), len(g[1][0])) == shape]
-        blocks = _blocks(text, cell)
-        for i in range(len(blocks)):
-            rows, j = list(blocks[i]["rows"]), i
-            while j + 1 < len(blocks) and blocks[j + 1]["after_rule"] and len(rows) < shape[0]:
-                j += 1
-                rows += blocks[j]["rows"]
-            if j > i and (len(rows), len(rows[0])) == shape and len({len(r) for r in rows}) == 1:
-                grids.append((blocks[j]["end"], rows))
-        grids.sort(key=lambda g: g[0])
-    return grids[-1][1] if grids else None
+    if shape is None:
+        return grids[-1][1] if grids else None
+    grids = [g for g in grids if (len(g[1]), len(g[1][0])) == shape]
+    blocks = _blocks(text, cell)
+    for i in range(len(blocks)):
+        rows, j = list(blocks[i]["rows"]), i
+        while (j + 1 < len(blocks) and (blocks[j + 1]["after_rule"] or blocks[j + 1]["after_blank"])
+               and len(rows) < shape[0]):
+            j += 1
+            rows += blocks[j]["rows"]
+        if j > i and (len(rows), len(rows[0])) == shape and len({len(r) for r in rows}) == 1:
+            grids.append((blocks[j]["end"], rows))
+    grids.sort(key=lambda g: g[0])
+    if not grids:
+        return None
+    attempts = [b for b in blocks if not b["single"] and b["end"] > grids[-1][0]]
+    return None if attempts else grids[-1][1]

@@ -9,8 +9,10 @@ attempt solved it.
 
 Extraction (strict, harness.answers): for a one-output task, the last well-formed grid block in the reply
 (rows of digits; markdown rules such as `---` end a block, a stray number line after the grid is not a
-grid, a JSON list of lists on one line counts). For a task with n outputs, the grid after the last
-"Test output k" label for each k, else the last n grid blocks in order.
+grid, a JSON list of lists on one line counts, box-drawing bars `│` are bars). For a task with n outputs:
+for each k, the last grid after the last "Test output k" label that a grid follows (prose mentioning "test
+output 2" later is not a label), unless n more grids follow the last labelled one (an unlabelled revision
+of every output, taken in order); without labels, the last n grid blocks in order.
 
 Option max_cells (default: no filter) keeps only tasks whose demonstration grids, test inputs and expected
 outputs hold at most that many cells. A rendered cell costs about two tokens (digit and space), so
@@ -72,25 +74,27 @@ def question(task: dict[str, Any], test_inputs: Grid | list[Grid]) -> str:
 
 def find_outputs(response: str, n: int) -> list[Grid | None]:
     """The reply's grid for each of n test outputs (see the module docstring)."""
+    def ints(g: list[list[str]]) -> Grid:
+        return [[int(c) for c in row] for row in g]
+
     if n == 1:
         g = answers.last_grid(response)
-        return [[[int(c) for c in row] for row in g] if g is not None else None]
+        return [ints(g) if g is not None else None]
     labels = list(re.finditer(r"test\s+output\s*#?\s*(\d+)", response, flags=re.IGNORECASE))
-    found: list[Grid | None] = [None] * n
-    for k in range(n):
-        mine = [m for m in labels if int(m.group(1)) == k + 1]
-        if mine:
-            start = mine[-1].end()
-            nxt = [m.start() for m in labels if m.start() > start]
-            seg = response[start : min(nxt) if nxt else len(response)]
-            grids = answers.extract_grids(seg)
-            if grids:
-                found[k] = [[int(c) for c in row] for row in grids[0][1]]
-    if all(g is None for g in found):
-        grids = [g for _, g in answers.extract_grids(response)][-n:]
-        if len(grids) == n:
-            found = [[[int(c) for c in row] for row in g] for g in grids]
-    return found
+    segments: dict[int, list] = {}  # output index -> grids after its last label that is followed by one
+    last_seg: list = []
+    for i, m in enumerate(labels):
+        end = labels[i + 1].start() if i + 1 < len(labels) else len(response)
+        grids = [g for _, g in answers.extract_grids(response[m.end() : end])]
+        if grids and 1 <= int(m.group(1)) <= n:
+            segments[int(m.group(1)) - 1] = grids
+            last_seg = grids
+    if len(last_seg) > n:  # an unlabelled revision of every output after the last labelled grid
+        return [ints(g) for g in last_seg[-n:]]
+    if segments:
+        return [ints(segments[k][-1]) if k in segments else None for k in range(n)]
+    grids = [g for _, g in answers.extract_grids(response)][-n:]
+    return [ints(g) for g in grids] if len(grids) == n else [None] * n
 
 
 @register("arc")

@@ -2,9 +2,11 @@
 completion that keeps the givens counts. Option source=norvig uses Norvig's hard 9x9 sets as the test split.
 
 Extraction (strict, harness.answers.last_grid): the last well-formed n x n grid block in the reply. Box
-separators inside a grid (`------+------`, `|`) are skipped; a markdown rule (`---`) ends a block, and
-blocks split only by such rules are joined when together they make exactly n x n; a stray number line
-after the grid is not a grid. Cells are digits ('.' or 0 for a blank, which fails).
+separators inside a grid (`------+------`, `|`, box-drawing `│` and `───┼───`) are skipped; a markdown
+rule (`---`) ends a block, and blocks split only by such rules or by blank lines (bands) are joined when
+together they make exactly n x n; a stray number line after the grid is not a grid. The final attempt
+counts: a malformed grid after the last well-formed one (a short row, another shape) means no answer,
+never a fallback to an earlier grid. Cells are digits ('.' or 0 for a blank, which fails).
 """
 
 from __future__ import annotations
