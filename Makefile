@@ -9,7 +9,7 @@ REPRODUCE_LOCAL ?= configs/reproduce-local.yaml
 UI_PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all install install-python-server docker models lint bench bench-baseline bench-record postgres chromium clean help reproduce ui report tune
+.PHONY: run test test-all install install-python-server docker models lint bench bench-baseline bench-record postgres chromium clean help reproduce rehearse ui report tune
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -73,12 +73,20 @@ TUNE_CONFIG ?= configs/tune-mbpp-local.yaml
 tune: install docker models  ## Optuna study of TUNE_CONFIG's tune: section (sepo-bench tune)
 	$(BIN)/python -m harness.tune --config $(TUNE_CONFIG)
 
-reproduce: install docker models  ## the full protocol and its report: configs/paper.yaml with endpoint keys, else a small local run
+REHEARSE_CONFIG ?= configs/paper.yaml
+REHEARSE_ARGS ?=
+rehearse: install docker  ## REHEARSE_CONFIG end to end against the built-in simulated endpoint (no keys, no local model), then its cost estimate
+	$(BIN)/sepo-bench rehearse --config $(REHEARSE_CONFIG) $(REHEARSE_ARGS)
+
+reproduce: install docker  ## the full protocol and its report: configs/paper.yaml with endpoint keys, else a small local run
 	@if [ -n "$$REPRODUCE_CONFIG" ]; then cfg="$$REPRODUCE_CONFIG"; \
 	elif [ -n "$$DEEPSEEK_API_KEY" ] && [ -n "$$GEMINI_API_KEY" ]; then cfg=configs/paper.yaml; \
 	else cfg=$(REPRODUCE_LOCAL); \
 	  echo "No endpoint keys (DEEPSEEK_API_KEY, GEMINI_API_KEY): a SMALL-MODEL run on the embedded local models ($$cfg),"; \
 	  echo "a check of the whole pipeline at reduced scale, not the paper's numbers."; fi; \
+	if $(BIN)/python -c "import sys; from harness.config import load_config; c = load_config(sys.argv[1]); \
+	  sys.exit(0 if c.llm.task.embedded or c.llm.prompt.embedded else 1)" $$cfg; then \
+	  $(BIN)/sepo-bench models; else echo "$$cfg uses remote endpoints only: no local model is built"; fi; \
 	$(BIN)/sepo-bench optimize --config $$cfg && $(BIN)/sepo-bench report --config $$cfg
 
 report: install  ## the report of CONFIG's experiment, from MLflow
