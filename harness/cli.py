@@ -69,7 +69,8 @@ def _run_options(args: argparse.Namespace):
 
     if args.fresh and args.resume:
         raise UsageError("--fresh and --resume contradict each other; choose one.")
-    return RunOptions(benchmarks=args.benchmarks, seeds=args.seed, limit=args.limit, fresh=args.fresh,
+    return RunOptions(benchmarks=args.benchmarks, seeds=args.seed, methods=getattr(args, "methods", None),
+                      limit=args.limit, fresh=args.fresh,
                       resume=args.resume, system_prompt=_system_prompt(args))
 
 
@@ -227,6 +228,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Write the best prompt of one finished cell (text, train/val/test scores, lineage from the root) as JSON
+    to --out or stdout, or register it in MLflow's prompt registry (--register NAME [--alias A])."""
+    from harness.export import export
+
+    export(_load(args), args.method, args.benchmark, args.seed, out=args.out, register_as=args.register,
+           alias=args.alias)
+    return 0
+
+
 def _run_flags(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--config", default=default_config, help="experiment YAML (default: %(default)s)")
     p.add_argument("--limit", type=_positive, default=None, help="score at most N test examples per benchmark")
@@ -257,7 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("optimize", help="run the experiment grid (methods x benchmarks x seeds)",
                        description=_cmd_optimize.__doc__)
     _run_flags(o, "configs/sepo-local.yaml")
+    o.add_argument("--methods", type=_names, default=None, help="only these methods of the config (a,b)")
     o.set_defaults(func=_cmd_optimize)
+
+    x = sub.add_parser("export", help="the best prompt of a finished cell: text, scores, lineage",
+                       description=_cmd_export.__doc__)
+    x.add_argument("--config", required=True, help="experiment YAML")
+    x.add_argument("--method", required=True, help="the method's run name in the config")
+    x.add_argument("--benchmark", required=True, help="the benchmark (as in the config)")
+    x.add_argument("--seed", type=int, default=None, help="the seed (default: the config's first)")
+    x.add_argument("--out", default=None, help="write the JSON here (default: stdout)")
+    x.add_argument("--register", default=None, metavar="NAME", help="register the prompt in MLflow's prompt "
+                   "registry under NAME")
+    x.add_argument("--alias", default=None, help="with --register: point this alias at the new version")
+    x.add_argument("--output-dir", default=None, help="the run's output folder, if not the config's")
+    x.set_defaults(func=_cmd_export)
+
 
     r = sub.add_parser("report", help="statistical report of an experiment, from MLflow",
                        description=_cmd_report.__doc__)

@@ -37,6 +37,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "metaspo": ("baselines.metaspo:MetaSPO", {}),
     "espl": ("baselines.espl:ESPL", {}),
     "gepa": ("baselines.gepa:GEPA", {}),
+    # peers: MLflow's own optimizers on the same budget and evaluator (baselines/mlflow_peers.py)
+    "mlflow-gepa": ("baselines.mlflow_peers:MLflowGEPA", {}),
+    "mlflow-metaprompt": ("baselines.mlflow_peers:MLflowMetaPrompt", {}),
 }
 
 
