@@ -96,7 +96,7 @@ def final_answer(text: str) -> str | None:
     return max(found, key=lambda f: f[0])[1] if found else None
 
 
-_ALTERNATIVES = re.compile(r"\s*\b(?:or|and|vs|versus)\b\.?\s*|\\lor|\\vee|\s\|\s|;|,\s+(?!\d{3}\b)|\bpossibly\b"
+_ALTERNATIVES = re.compile(r"\s*\b(?:or|and|vs|versus)\b\.?\s*|\\lor|\\vee|\s\|\s|;|,\s+|,(?!\d{3}\b)|\bpossibly\b"
                            r"|\bmaybe\b|\bperhaps\b|\beither\b", re.IGNORECASE)
 
 
@@ -148,7 +148,7 @@ _LETTER_CUE = re.compile(r"\banswer\b[ \t]*[*_]*[ \t]*(?::|\bis\b)[ \t]*[*_]*[ \
 _OPEN = re.compile(r"^(?:\s|[*_$(\[{]|\\\(|\\\[|\\(?:text|textbf|mathrm|mathbf|boxed)\s*\{|\b(?:option|choice)\b)+",
                    re.IGNORECASE)
 _CLOSE = re.compile(r"^(?:[*_$)\]}]|\\\)|\\\])+")
-_MORE = re.compile(r"^\s*(?:,|/|\||&|\bor\b|\band\b|\bvs\b\.?)\s*(?:\b(?:option|choice)\b)?[\s*_$(\[{\\]*"
+_MORE = re.compile(r"^(?:\s*(?:,|/|\||&|\bor\b|\band\b|\bvs\b\.?)|[ \t]+)\s*(?:\b(?:option|choice)\b)?[\s*_$(\[{\\]*"
                    r"(?:(?:text|textbf|mathrm|boxed)\s*\{)?\s*([A-Za-z])(?![A-Za-z0-9])", re.IGNORECASE)
 _LETTER_REVISION = re.compile(r"\b(?:wait|actually|correction|on second thought)\b[^\n]{0,40}?\b(?:it'?s|it is|"
                               r"the answer is|should be|must be)[ \t]+(?:option[ \t]+)?\(?([A-Z])\)?(?![A-Za-z0-9])")
@@ -164,8 +164,10 @@ def _letter_payload(text: str, letters: str) -> tuple[str | None, bool]:
     letter, rest = m.group(1), rest[m.end() :]
     rest = rest[_CLOSE.match(rest).end() if _CLOSE.match(rest) else 0 :]
     more = _MORE.match(rest)
-    if more and more.group(1).upper() in letters and more.group(1).upper() != letter.upper():
-        return None, True
+    spaced = more is not None and not re.search(r"[,/|&]|\b(?:or|and|vs)\b", more.group(0), re.IGNORECASE)
+    if (more and more.group(1).upper() in letters and more.group(1).upper() != letter.upper()
+            and not (spaced and more.group(1).islower())):
+        return None, True  # 'A or B', 'A/B', 'A, B, C or D', 'A B'; 'B a classic case' is prose
     if (re.match(r"[ \t]+[a-z]", rest) and (letter in "Aa" or letter.islower())
             and not re.match(r"[ \t]+(?:is|was|because|since|as|which)\b", rest)):
         return None, False  # 'Answer: A lot of evidence ...', 'answer: a bit more'

@@ -137,10 +137,14 @@ def _squash(s: str) -> str:
 def aime_answer(s: str | None, question: str | None = None) -> int | None:
     """The AIME answer an extracted string denotes: an integer 0-999 (leading zeros allowed, any expression
     that evaluates to such an integer exactly, e.g. \\frac{140}{2}, never 468.0000000001), else None. A
-    string naming several candidates ('469 or 468') is no answer. `m+n=468` is 468 when the question asks
+    string naming several different candidates ('469 or 468') is no answer. `m+n=468` is 468 when the question asks
     for m+n (and `x = 70` always is 70)."""
-    if s is None or len(answers.alternatives(s)) > 1:
+    if s is None:
         return None
+    parts = answers.alternatives(s)
+    if len(parts) > 1:  # '468 or 468' is 468; '469 or 468' is no answer
+        values = {aime_answer(p, question) for p in parts}
+        return values.pop() if len(values) == 1 else None
     clean = _clean(s)
     if question and clean.count("=") == 1:
         lhs, rhs = clean.split("=")

@@ -62,7 +62,7 @@ class AIME(Benchmark):
         stated = answers.final_answer(response or "")
         if stated is None:
             return Score(0.0, False, "no answer found: end with the integer in \\boxed{}.", None, "no answer found")
-        values = {math_equiv.aime_answer(p, example.question) for p in answers.alternatives(stated)} - {None}
+        values = {math_equiv.aime_answer(p, example.question) for p in answers.alternatives(stated)}
         if len(values) > 1:
             return Score(0.0, False, f"the final answer {stated[:80]!r} names more than one candidate: give one.",
                          None, "hedged answer")
