@@ -223,3 +223,17 @@ def test_gepa_runs_through_the_world(world_llms):
     assert len(res.candidates) > 1 and world.prompt.kinds["gepa-reflection"] >= 1
     summary = world.summary(0.0, 1.0)
     assert summary["roles"]["task"]["requests"] > 0 and summary["unknown_prompt_requests"] == 0
+
+
+def test_mlflow_peers_run_through_the_world(world_llms):
+    from harness.methods import make_optimizer
+
+    world, task_llm, prompt_llm = world_llms
+    res = make_optimizer("mlflow-metaprompt", {"train_size": 4}).optimize(gpqa_task(task_llm), prompt_llm, seed=0)
+    assert world.prompt.kinds["mlflow-metaprompt"] >= 1
+    assert any(c.prompt != "Be helpful." for c in res.candidates)
+    before = world.prompt.kinds["gepa-reflection"]
+    res = make_optimizer("mlflow-gepa", {"max_metric_calls": 30, "val_size": 4}).optimize(
+        gpqa_task(task_llm), prompt_llm, seed=0)
+    assert world.prompt.kinds["gepa-reflection"] > before and len(res.candidates) > 1
+    assert world.prompt.kinds.get("unknown", 0) == 0

@@ -10,7 +10,8 @@ with the method's own parser):
                              {question}) and system-prompt rewrites (<improved_system_prompt>)
     espl-critique / -update / -crossover   JSON edit operations in a ```json block
     gepa-reflection          the new instruction in a ``` block
-    mlflow-*                 MLflow's prompt optimizers (the improved prompt, keeping {{variables}})
+    mlflow-metaprompt        MLflow's MetaPromptOptimizer: a JSON object, prompt name -> improved template
+                             (MLflow's GepaPromptOptimizer sends GEPA's reflection: gepa-reflection)
 
 Anything else is "unknown": a generic rewrite in <prompt> tags, counted. Rewrites come from edits.edit.
 """
@@ -94,12 +95,12 @@ class PromptAgent:
             return "espl-update", "The suggestions are already consistent.\n```json\n[]\n```"
         if "Principle Set A" in user:
             return "espl-crossover", ops_reply([principle(user, bench, r, evidence=True)] if r > 0.2 else [])
+        if "Prompt name: " in user and "\nTemplate: " in user:
+            return "mlflow-metaprompt", metaprompt(user, bench, r)
         if "```" in user and "instruction" in user.lower():
             cur = between(user, "to perform a task for me:\n```\n", "\n```\n") or user.split("```", 2)[1]
             new, why = edits.edit(cur, bench, r)
             return "gepa-reflection", f"Looking at the feedback ({why}):\n```\n{new}\n```"
-        if "{{" in user and "prompt" in user.lower():
-            return "mlflow", mlflow_reply(user, bench, r)
         return "unknown", f"Analysis: a generic rewrite.\n<prompt>\n{GENERIC}\n</prompt>"
 
 
@@ -147,7 +148,14 @@ def ops_reply(ops: list[dict[str, str]]) -> str:
     return "Reasoning about the attempts.\n```json\n" + json.dumps(ops, indent=1) + "\n```"
 
 
-def mlflow_reply(user: str, bench: str, r: float) -> str:
-    cur = next((m.strip() for m in re.findall(r"```(?:\w*)\n(.*?)```", user, re.DOTALL)), "")
-    new, why = edits.edit(cur, bench, r)
-    return f"Improved prompt ({why}):\n```\n{new}\n```"
+TEMPLATE = re.compile(r"Prompt name: (.+?)\nTemplate: (.*?)(?=\n\nPrompt name: |\n\n[A-Z][A-Z ]+[:\n]|\Z)", re.DOTALL)
+
+
+def metaprompt(user: str, bench: str, r: float) -> str:
+    """MLflow's MetaPromptOptimizer: a JSON object, prompt name -> improved template ({{variables}} kept)."""
+    out = {}
+    for name, template in TEMPLATE.findall(user):
+        new, _ = edits.edit(template.strip(), bench, r)
+        keep = set(re.findall(r"\{\{\s*\w+\s*\}\}", template)) <= set(re.findall(r"\{\{\s*\w+\s*\}\}", new))
+        out[name.strip()] = new if keep else template.strip()
+    return json.dumps(out)
