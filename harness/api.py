@@ -37,7 +37,7 @@ from harness import template_guard as tg
 from harness.benchmarks.base import Benchmark, Example, Score, Split
 from harness.benchmarks.custom import Custom
 from harness.benchmarks.mbpp import SandboxUser
-from harness.config import LOCAL_MODELS, CacheConfig, ConfigError, EndpointConfig, LLMConfig
+from harness.config import DEFAULT_LOCAL, LOCAL_MODELS, CacheConfig, ConfigError, EndpointConfig, LLMConfig
 from harness.data import FieldSpec
 from harness.llm.client import LLMClient
 from harness.llm.usage import Budget, Ledger
@@ -144,8 +144,9 @@ class UserTask(Custom):
 # ---- the LLMs ------------------------------------------------------------------------------------------
 
 
-def endpoint(spec: LLMSpec) -> EndpointConfig:
-    """An endpoint from a spec (see the module docstring); embedded ones honour SEPO_LOCAL_MODEL."""
+def endpoint(spec: LLMSpec, role: str = "task") -> EndpointConfig:
+    """An endpoint from a spec (see the module docstring); an embedded one names its model (the role's default,
+    or SEPO_LOCAL_MODEL)."""
     if isinstance(spec, EndpointConfig):
         ep = spec
     elif isinstance(spec, Mapping):
@@ -161,8 +162,9 @@ def endpoint(spec: LLMSpec) -> EndpointConfig:
         raise ConfigError(f"cannot use {type(spec).__name__} as an LLM; pass an LLMClient, an EndpointConfig, a "
                           "dict or a local model name.")
     forced = os.environ.get("SEPO_LOCAL_MODEL")
-    if ep.embedded and forced in LOCAL_MODELS:
-        ep = ep.model_copy(update={"local_model": forced})
+    if ep.embedded:
+        ep = ep.model_copy(update={"local_model": forced if forced in LOCAL_MODELS else
+                                   ep.local_model or DEFAULT_LOCAL[role]})
     return ep
 
 
@@ -177,7 +179,7 @@ def open_clients(task_llm: LLMSpec, prompt_llm: LLMSpec, *, cache: str | None = 
         if len(clients) < 2:
             from harness.llm.session import open_llms
 
-            eps = {r: endpoint(s) for r, s in (("task", task_llm), ("prompt", prompt_llm)) if r not in clients}
+            eps = {r: endpoint(s, r) for r, s in (("task", task_llm), ("prompt", prompt_llm)) if r not in clients}
             eps.setdefault("task", eps.get("prompt"))  # a role given as a client starts no server of its own
             eps.setdefault("prompt", eps["task"])
             cfg = LLMConfig(task=eps["task"], prompt=eps["prompt"],

@@ -43,9 +43,10 @@ from mlflow.genai.optimize.optimizers import BasePromptOptimizer
 from mlflow.genai.optimize.types import EvaluationResultRecord, PromptOptimizerOutput
 
 from harness import template_guard as tg
-from harness.api import LLMSpec, Result, UserTask, as_budget, open_clients, run_method
+from harness.api import LLMSpec, Result, UserTask, as_budget, endpoint, open_clients, run_method
 from harness.config import ConfigError, EndpointConfig
 from harness.evaluator import EvalResult, Record
+from harness.llm.client import LLMClient
 from harness.llm.usage import Budget, Ledger
 from harness.optimizer import Candidate, OptimizationTask
 
@@ -134,7 +135,8 @@ class HarnessPromptOptimizer(BasePromptOptimizer):
         train, val = split_rows(list(train_data), self.val_fraction, self.seed)
         log = _RunLog.active(self) if enable_tracking else None
         current = dict(target_prompts)
-        with open_clients(self.prompt_llm, self.prompt_llm, cache=self.cache, budget=self.budget) as (_, agent, led):
+        spec = self.prompt_llm if isinstance(self.prompt_llm, LLMClient) else endpoint(self.prompt_llm, "prompt")
+        with open_clients(spec, spec, cache=self.cache, budget=self.budget) as (_, agent, led):  # one model
             for i, name in enumerate(target_prompts):
                 left = None if led.budget.max_evaluations is None else max(
                     1, (led.budget.max_evaluations - led.total.evaluations) // (len(target_prompts) - i))
