@@ -144,11 +144,18 @@ def run_program(prog, rec_fd):
         emit(rec)
         os._exit(0)
 
+    import linecache
+
+    def show(path, src):  # so a traceback shows the line of the setup or test step it passed through
+        linecache.cache[path] = (len(src), None, src.splitlines(True), path)
+
     g = {}
     emit(["start"])
     for where, src, path in (("setup", prog.get("setup") or "", "<setup>"), ("code", prog["code"], "main.py")):
         if not src.strip():
             continue
+        if path != "main.py":  # the program's lines come from main.py in the working directory
+            show(path, src)
         try:
             exec(compile(src, path, "exec", dont_inherit=True), g)  # noqa: S102 - the sandbox's job
         except SystemExit as e:
@@ -158,6 +165,7 @@ def run_program(prog, rec_fd):
             finish(["err", where, _describe(e)[:300]])
     emit(["tests"])
     for k, (kind, src) in enumerate(prog["steps"]):
+        show("<tests>", src)
         try:
             if kind == "exec":
                 exec(compile(src, "<tests>", "exec", dont_inherit=True), g)  # noqa: S102
