@@ -329,6 +329,7 @@ class Experiment:
         for c in self.cells:
             opt = make_optimizer(c.method, {**c.settings, "method": c.base})
             self.pools |= pools_needed(opt, c.bench, cfg.held_out)
+            check_budget_fits(opt, c.method, cfg)
         self.run_dir = cfg.run_dir
         self.results = ResultsFile(self.run_dir / "results.json")
         self.lock = threading.Lock()
@@ -669,6 +670,19 @@ class Experiment:
                 for f in pending:
                     f.result()  # a cell records its own failure; this raises only on Ctrl-C or a bug
         return [rows[i] for i in range(len(self.cells)) if i in rows]
+
+
+STEP_SETTINGS = ("minibatch", "batch_size", "train_size", "reflection_minibatch_size")  # examples one step scores
+
+
+def check_budget_fits(opt: Any, method: str, cfg: ExperimentConfig) -> None:
+    """ConfigError (before any request) when budget_per_cell cannot pay for one step of the method."""
+    cap = cfg.budget_per_cell.max_evaluations
+    settings = getattr(opt, "settings", None)
+    step = next((getattr(settings, k) for k in STEP_SETTINGS if isinstance(getattr(settings, k, None), int)), None)
+    if cap is not None and step is not None and cap < step:
+        raise ConfigError(f"{cfg.source}: budget_per_cell.max_evaluations {cap} is smaller than one step of "
+                          f"{method} ({step} examples); raise the budget or lower the method's step size.")
 
 
 def weight(c: Cell) -> int:
