@@ -101,3 +101,43 @@ def test_needs_data_and_scorers():
         HarnessPromptOptimizer("no-such-method")
     with pytest.raises(ConfigError, match="needs train_data and scorers"):
         SePOPromptOptimizer(prompt_llm="smollm2-135m").optimize(None, [], {"qa": "{{question}}"})
+
+
+def test_two_prompts_are_optimized_in_turn(store, tmp_path):
+    import openai
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    system = mlflow.genai.register_prompt(name="two-sys", template=SEED)
+    user = mlflow.genai.register_prompt(name="two-user", template="Q: {{question}}")
+    with LoopbackServer(reply=Agent()) as srv:
+        client = openai.OpenAI(base_url=srv.url, api_key="none")
+
+        def predict_fn(question: str) -> str:
+            msgs = [{"role": "system", "content": mlflow.genai.load_prompt(system.uri).template},
+                    {"role": "user", "content": mlflow.genai.load_prompt(user.uri).format(question=question)}]
+            return client.chat.completions.create(model="task", messages=msgs).choices[0].message.content
+
+        @scorer
+        def correct(outputs: str, expectations: dict) -> Feedback:
+            return Feedback(value=float(outputs.strip() == expectations["expected_response"]), rationale="checked")
+
+        data = [{"inputs": {"question": r["question"]}, "expectations": {"expected_response": f"ANSWER {r['answer']}"}}
+                for r in rows(16)]
+        opt = SePOPromptOptimizer(prompt_llm=prompt_llm(srv.url), budget=80, settings=SMALL_SEPO)
+        with mlflow.start_run() as run:
+            result = mlflow.genai.optimize_prompts(predict_fn=predict_fn, train_data=data, optimizer=opt,
+                                                   prompt_uris=[system.uri, user.uri], scorers=[correct])
+    assert list(opt.results) == ["two-sys", "two-user"]
+    assert sum(r.usage["total"]["evaluations"] for r in opt.results.values()) <= 80
+    by_name = {p.name: p.template for p in result.optimized_prompts}
+    assert "{{question}}" in by_name["two-user"] and not tg_vars(by_name["two-sys"])
+    assert result.final_eval_score == 1.0 > result.initial_eval_score
+    files = [f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "candidates")]
+    assert len(files) == sum(len(r.candidates) for r in opt.results.values())
+
+
+def tg_vars(text: str) -> set:
+    from harness.template_guard import variables
+
+    return set(variables(text))
