@@ -63,7 +63,17 @@ from baselines.common import (
 from harness.files import write_atomic
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.optimizer import (
+    Callbacks,
+    Candidate,
+    CandidateSink,
+    OptimizationTask,
+    OptimizeResult,
+    RunContext,
+    StopRequested,
+    callbacks_of,
+    check_stop,
+)
 from harness.stages import SharedStage, StageEnv, StageMissing
 
 DEFAULT_SYSTEM = "You are a helpful assistant."  # the repository's default initial system prompt
@@ -192,6 +202,7 @@ class Node:
 
 class MetaSPO:
     name = "metaspo"
+    Settings = MetaSPOSettings
 
     def __init__(self, settings: MetaSPOSettings | dict[str, Any] | None = None, *,
                  pool_tasks: list[OptimizationTask] | None = None, **overrides: Any) -> None:
@@ -250,7 +261,7 @@ class MetaSPO:
                     return json.loads((d / RESULT).read_text(encoding="utf-8"))
                 pool = [env.open_task(n, plan["seed"]) for n in plan["names"]]
                 res = self._meta_train(pool, "meta-train pool", plan["system0"], env.prompt_llm, plan["seed"],
-                                       env.on_candidate, d / "metaspo.jsonl", context)
+                                       Callbacks(on_candidate=env.on_candidate), d / "metaspo.jsonl", context)
                 out = {"text": res.best.prompt, "stopped": res.extra.get("stopped"), "key": plan["key"],
                        "best": vars(res.best), "candidates": [vars(c) for c in res.candidates],
                        "extra": res.extra}
@@ -267,17 +278,17 @@ class MetaSPO:
                                                                                       DEFAULT_SYSTEM)
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult:
+                 callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
+                 checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
         """The meta-learned system prompt for `task`: the shared stage's when the runner built it (the
         cell then spends nothing), else meta-trained here on the cell's budget."""
+        cb = callbacks_of(callbacks, on_candidate)
         plan = self._stage_plan(task, prompt_llm, seed, context) if context is not None else None
         if plan is not None and (plan["dir"] / RESULT).is_file():
             done = json.loads((plan["dir"] / RESULT).read_text(encoding="utf-8"))
             cands = [Candidate(**c) for c in done["candidates"]]
             for c in cands:
-                if on_candidate is not None:
-                    on_candidate(c)
+                cb.candidate(c)
             best = next(c for c in cands if c.id == done["best"]["id"])
             return OptimizeResult(best, cands, {**done["extra"], "stopped": None, "stage_stopped": done["stopped"],
                                                 "stage_key": done["key"], "spent": {}})
@@ -285,12 +296,12 @@ class MetaSPO:
             raise StageMissing(f"MetaSPO's meta-training {plan['key'][:12]} was not built by its shared stage (it "
                                "failed or was interrupted); rerun to retry the stage.")
         pool, pool_kind = self._pool(task, seed, context)
-        return self._meta_train(pool, pool_kind, self._system0(task), prompt_llm, seed, on_candidate,
+        return self._meta_train(pool, pool_kind, self._system0(task), prompt_llm, seed, cb,
                                 Path(checkpoint_dir) / "metaspo.jsonl" if checkpoint_dir else None, context,
                                 target=task.name)
 
     def _meta_train(self, pool: list[OptimizationTask], pool_kind: str, system0: str, prompt_llm: LLMClient,
-                    seed: int, on_candidate: CandidateSink | None, journal_path: Path | None,
+                    seed: int, cb: Callbacks, journal_path: Path | None,
                     context: RunContext | None, target: str = "") -> OptimizeResult:
         s = self.settings
         samples = [minibatch(t.train, s.train_size, seed, "metaspo", t.name) for t in pool]
@@ -301,7 +312,7 @@ class MetaSPO:
         journal = Journal(journal_path, {"method": "metaspo", "seed": seed, "target": target,
                                          "pool": [t.name for t in pool], "system0": system0,
                                          "settings": s.model_dump()})
-        reporter = Reporter(on_candidate)
+        reporter = Reporter(cb.on_candidate)
 
         def ask(key: str, system: str, user: str) -> str:
             return journal.step(key, lambda: chat(prompt_llm, user, system=system, temperature=s.temperature,
@@ -345,6 +356,7 @@ class MetaSPO:
                 report(node_candidate(b[0], 0, True, mark), f"eval:{b[0].id}")
             report(current, "eval:t0-u0")
             for it in range(1, s.iterations + 1):
+                check_stop(cb)
                 # inner loop: user prompts per task, from the best node's wrong examples
                 for ti, beam in enumerate(beams):
                     best = beam[0]
@@ -375,6 +387,7 @@ class MetaSPO:
                 parent = current
                 best_mean = fmean(n.score for b in beams for n in b)  # the current system with today's beams
                 for c in range(s.system_candidates):
+                    check_stop(cb)
                     mark = spend.mark()
                     key = f"it{it}-s{c}"
                     blocks = [examples_text(b[0], s.pooled_wrong_per_task, f"{key}-t{ti}")
@@ -397,8 +410,11 @@ class MetaSPO:
                     if accepted:
                         current, best_mean = cand, meta_score
                         beams = [sorted(b, key=lambda n: n.score, reverse=True) for b in new_beams]
+                cb.generation_end(it)
         except BudgetExceeded:
             stopped = "budget"
+        except StopRequested as exc:
+            stopped = exc.reason
         if current.id not in reporter.by_id:
             reporter.add(current)
         extra = base_extra(spend, stopped, meta_train_tasks=[t.name for t in pool], pool_kind=pool_kind,

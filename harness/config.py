@@ -14,13 +14,15 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from harness.errors import UserError
+
 LOCAL_MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")
 LocalServer = Literal["llama-server", "python"]
 LOCAL_SERVERS = get_args(LocalServer)
 DEFAULT_LOCAL = {"task": "qwen2.5-coder-0.5b", "prompt": "qwen2.5-coder-1.5b"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem a user can fix; the message is one sentence that says how."""
 
 

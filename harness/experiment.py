@@ -62,10 +62,10 @@ class Cell:
 
 
 def canonical_name(name: str) -> str:
-    from harness.benchmarks import ALIASES
+    """The registered benchmark a name or alias means (harness.registry's one normalisation)."""
+    from harness.registry import canonical_benchmark
 
-    key = name.strip().lower()
-    return ALIASES.get(key, key)
+    return canonical_benchmark(name)
 
 
 def entry_key(b: BenchmarkConfig) -> str:

@@ -41,13 +41,21 @@ from pydantic import Field
 from harness.config import ConfigError
 from harness.evaluator import Evaluator
 from harness.llm.client import LLMClient
-from harness.llm.usage import BudgetExceeded, Ledger
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
+from harness.llm.usage import BudgetExceeded, Ledger, snapshot_of
+from harness.optimizer import (
+    Callbacks,
+    Candidate,
+    CandidateSink,
+    OptimizationTask,
+    OptimizeResult,
+    RunContext,
+    callbacks_of,
+)
 from harness.stages import SharedStage, StageEnv, StageMissing
 from sepo import artifact
 from sepo.agent import PromptAgent, initial_prompt_agent
 from sepo.archive import Entry
-from sepo.evolve import Draw, EvolveResult, EvolveSettings
+from sepo.evolve import Draw, EvolveResult, EvolveSettings, Meter
 from sepo.pools import canonical, resolve_pool
 from sepo.stages import agent_score_fn, finetune, fit_feedback, pretrain
 
@@ -112,28 +120,13 @@ def to_candidate(e: Entry, stage: str, val_score: float | None = None,
     return Candidate(e.id, e.text, e.parent_id, e.generation, e.score, val_score, meta)
 
 
-class Meter:
-    """What the run's ledgers (the task client's and the prompt client's, each counted once) have spent."""
+def meter_of(*ledgers: Ledger) -> Meter:
+    """The run's spending so far over these ledgers, each counted once (harness.llm.usage.snapshot_of)."""
+    return lambda: snapshot_of(*ledgers).counts()
 
-    KEYS = ("requests", "cache_hits", "tokens", "usd", "evaluations")
 
-    def __init__(self, *ledgers: Ledger) -> None:
-        self.ledgers: list[Ledger] = []
-        for led in ledgers:
-            if all(led is not x for x in self.ledgers):
-                self.ledgers.append(led)
-
-    def __call__(self) -> dict[str, float]:
-        out = dict.fromkeys(self.KEYS, 0.0)
-        for led in self.ledgers:
-            t = led.total
-            for k in self.KEYS:
-                out[k] += getattr(t, k)
-        return out
-
-    @staticmethod
-    def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-        return {k: round(b[k] - a[k], 6) for k in a}
+def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: round(b[k] - a[k], 6) for k in a}
 
 
 def charged_to(pool_task: OptimizationTask, task: OptimizationTask) -> OptimizationTask:
@@ -149,6 +142,7 @@ def charged_to(pool_task: OptimizationTask, task: OptimizationTask) -> Optimizat
 
 class SePO:
     name = "sepo"
+    Settings = SePOSettings
 
     def __init__(self, settings: SePOSettings | dict[str, Any] | None = None, *,
                  pool_tasks: Sequence[OptimizationTask] | None = None, **overrides: Any) -> None:
@@ -256,13 +250,14 @@ class SePO:
                 "draft": draft, "dir": d, "info": info}
 
     def _pretrain(self, plan: dict[str, Any], pool: list[OptimizationTask], prompt_llm: LLMClient,
-                  ck: Path | None, meter: Meter, on_candidate: CandidateSink | None) -> EvolveResult:
+                  ck: Path | None, meter: Meter, cb: Callbacks) -> EvolveResult:
         s = self.settings
-        sink = (lambda e: on_candidate(to_candidate(e, "pretrain"))) if on_candidate else None
+        sink = (lambda e: cb.candidate(to_candidate(e, "pretrain"))) if cb.on_candidate else None
         return pretrain(initial_prompt_agent(), pool, prompt_llm, plan["pre"], seed=plan["pool_seed"],
                         temperature=s.temperature, max_tokens=s.agent_max_tokens, lenient=s.lenient_tags,
                         task_feedback_per_side=plan["task_side"], checkpoint=ck, on_candidate=sink,
-                        run_key={"key": plan["draft"]["key_hash"]}, meter=meter)
+                        run_key={"key": plan["draft"]["key_hash"]}, meter=meter,
+                        on_generation_end=cb.on_generation_end, should_stop=cb.should_stop)
 
     def _freeze(self, plan: dict[str, Any], pool: list[OptimizationTask], prompt_llm: LLMClient,
                 res: EvolveResult) -> tuple[Entry, dict[str, float]]:
@@ -291,7 +286,7 @@ class SePO:
         return arch[best], scores
 
     def build_pstar(self, plan: dict[str, Any], pool: list[OptimizationTask], prompt_llm: LLMClient, *,
-                    meter: Meter, on_candidate: CandidateSink | None = None, freeze_on_stop: bool = True,
+                    meter: Meter, cb: Callbacks | None = None, freeze_on_stop: bool = True,
                     ck: Path | None = None) -> dict[str, Any]:
         """Pre-train (or resume, or load) the p~* of `plan`: {"text", "info", "result", "stopped"}. With a
         store, the artifact is written under its lock; `freeze_on_stop` freezes the best so far when a budget
@@ -300,14 +295,15 @@ class SePO:
 
         def run() -> dict[str, Any]:
             t0 = meter()
-            res = self._pretrain(plan, pool, prompt_llm, d / artifact.CHECKPOINT if d else ck, meter, on_candidate)
+            res = self._pretrain(plan, pool, prompt_llm, d / artifact.CHECKPOINT if d else ck, meter,
+                                 cb or Callbacks())
             if res.stopped is not None and not freeze_on_stop:
                 return {"text": None, "info": {**info, "reused": False}, "result": res, "stopped": res.stopped}
             best, rescored = self._freeze(plan, pool, prompt_llm, res)
             chosen = {"id": best.id, "score": best.score, "rescored": rescored, "stopped": res.stopped}
             if d is not None:
                 artifact.save_artifact(d, best.text, {**plan["draft"], "best": chosen, "candidates": len(res.archive),
-                                                      "cost_this_call": Meter.delta(t0, meter())})
+                                                      "cost_this_call": delta(t0, meter())})
             return {"text": best.text, "info": {**info, "reused": False, "best": chosen}, "result": res,
                     "stopped": res.stopped}
 
@@ -336,8 +332,9 @@ class SePO:
 
         def build(env: StageEnv) -> dict[str, Any]:
             pool = [env.open_task(n, plan["pool_seed"]) for n in plan["names"]]
-            meter = Meter(*(t.evaluator.llm.ledger for t in pool), env.prompt_llm.ledger)
-            got = self.build_pstar(plan, pool, env.prompt_llm, meter=meter, on_candidate=env.on_candidate)
+            meter = meter_of(*(t.evaluator.llm.ledger for t in pool), env.prompt_llm.ledger)
+            got = self.build_pstar(plan, pool, env.prompt_llm, meter=meter,
+                                   cb=Callbacks(on_candidate=env.on_candidate))
             return {"text": got["text"], "stopped": got["stopped"], "info": got["info"],
                     "candidates": [to_candidate(e, "pretrain") for e in got["result"].archive.entries]
                     if got.get("result") else []}
@@ -349,7 +346,7 @@ class SePO:
 
     def prompt_agent_for(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
                          context: RunContext | None, checkpoint_dir: Path | None, meter: Meter,
-                         on_candidate: CandidateSink | None, stack: ExitStack) -> dict[str, Any]:
+                         cb: Callbacks, stack: ExitStack) -> dict[str, Any]:
         """p~ for this cell and where it came from: {"text", "pool", "info", "result"}; text None when a
         budget stop interrupted an in-cell pre-training."""
         s = self.settings
@@ -374,7 +371,7 @@ class SePO:
         if context is not None and context.shared_stages_built:
             raise StageMissing(f"SePO's p~* {plan['draft']['key_hash'][:12]} was not built by its shared stage "
                                "(it failed or was interrupted); rerun to retry the stage.")
-        got = self.build_pstar(plan, plan["pool"], prompt_llm, meter=meter, on_candidate=on_candidate,
+        got = self.build_pstar(plan, plan["pool"], prompt_llm, meter=meter, cb=cb,
                                freeze_on_stop=False, ck=Path(checkpoint_dir) / "sepo-pretrain.json"
                                if checkpoint_dir else None)
         return {**got, "pool": plan["names"]}
@@ -387,10 +384,11 @@ class SePO:
                 "sepo_settings": self.settings.model_dump(exclude={"generations", "pstar_dir", "prompt_agent_path"})}
 
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
-                 on_candidate: CandidateSink | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult:
+                 callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
+                 checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
         s = self.settings
-        meter = Meter(task.evaluator.llm.ledger, prompt_llm.ledger)
+        cb = callbacks_of(callbacks, on_candidate)
+        meter = meter_of(task.evaluator.llm.ledger, prompt_llm.ledger)
         ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
         usage: dict[str, dict[str, float]] = {}
         m0 = meter()
@@ -399,9 +397,9 @@ class SePO:
         ft_settings = ft_settings.model_copy(update={"feedback_per_side": side})
         with ExitStack() as stack:
             got = self.prompt_agent_for(task, prompt_llm, seed=seed, context=context, checkpoint_dir=ck,
-                                        meter=meter, on_candidate=on_candidate, stack=stack)
+                                        meter=meter, cb=cb, stack=stack)
         m1 = meter()
-        usage["pretrain"] = Meter.delta(m0, m1)
+        usage["pretrain"] = delta(m0, m1)
         pre: EvolveResult | None = got.get("result")
         extra: dict[str, Any] = {
             "prompt_agent": got["text"], "pretrain_pool": got["pool"], "pstar": got["info"],
@@ -412,18 +410,19 @@ class SePO:
             root = Candidate("g0-0", task.initial_prompt, None, 0, None, None,
                              {"stage": "finetune", "admitted": True, "skipped": "budget stop in pre-training"})
             extra["stopped"] = "budget"
-            usage["total"] = Meter.delta(m0, meter())
+            usage["total"] = delta(m0, meter())
             return OptimizeResult(root, [root], extra)
         agent_prompt = got["text"]
-        sink = (lambda e: on_candidate(to_candidate(e, "finetune"))) if on_candidate else None
+        sink = (lambda e: cb.candidate(to_candidate(e, "finetune"))) if cb.on_candidate else None
         res = finetune(task, self.agent(prompt_llm, agent_prompt), ft_settings, seed=seed,
                        checkpoint=ck / "sepo-finetune.json" if ck else None, on_candidate=sink,
-                       run_key=self.fingerprint(task, prompt_llm, got["info"].get("key")), meter=meter)
+                       run_key=self.fingerprint(task, prompt_llm, got["info"].get("key")), meter=meter,
+                       on_generation_end=cb.on_generation_end, should_stop=cb.should_stop)
         m2 = meter()
-        usage["finetune"] = Meter.delta(m1, m2)
+        usage["finetune"] = delta(m1, m2)
         best, val_scores, val_ids, stopped = self.choose_best(task, res)
-        usage["val"] = Meter.delta(m2, meter())
-        usage["total"] = Meter.delta(m0, meter())
+        usage["val"] = delta(m2, meter())
+        usage["total"] = delta(m0, meter())
         cands = [to_candidate(e, "finetune", val_scores.get(e.id), val_ids if e.id in val_scores else None)
                  for e in res.archive.entries]
         extra["stopped"] = stopped

@@ -29,10 +29,9 @@ _STOP = frozenset(_STOP_WORDS.split())
 
 
 def canonical(name: str) -> str:
-    from harness.benchmarks import ALIASES
+    from harness.registry import canonical_benchmark
 
-    key = name.strip().lower()
-    return ALIASES.get(key, key)
+    return canonical_benchmark(name)
 
 
 def _registered() -> dict[str, type]:

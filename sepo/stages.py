@@ -32,7 +32,7 @@ from harness.benchmarks.base import Example
 from harness.config import ConfigError
 from harness.evaluator import EvalResult
 from harness.llm.client import LLMClient
-from harness.optimizer import OptimizationTask
+from harness.optimizer import GenerationSink, OptimizationTask, StopCheck
 from sepo.agent import PromptAgent, Proposal
 from sepo.archive import Archive, Entry
 from sepo.evolve import Draw, EntrySink, EvolveResult, EvolveSettings, Meter, Scored, ScoreFn, derive_seed, evolve
@@ -94,7 +94,8 @@ def task_score_fn(task: OptimizationTask, settings: EvolveSettings, seed: int) -
 
 def finetune(task: OptimizationTask, agent: PromptAgent, settings: EvolveSettings, *, seed: int,
              checkpoint: Path | None = None, on_candidate: EntrySink | None = None,
-             run_key: dict | None = None, meter: Meter | None = None) -> EvolveResult:
+             run_key: dict | None = None, meter: Meter | None = None, on_generation_end: GenerationSink | None = None,
+             should_stop: StopCheck | None = None) -> EvolveResult:
     """Evolve the task prompt from task.initial_prompt with a frozen prompt agent."""
 
     def propose(parent: Entry, archive: Archive, step_seed: int) -> Proposal:
@@ -104,7 +105,8 @@ def finetune(task: OptimizationTask, agent: PromptAgent, settings: EvolveSetting
     key = {"task": task.name, "prompt_agent": agent.system_prompt, "temperature": agent.temperature,
            "max_tokens": agent.max_tokens, "lenient": agent.lenient, **(run_key or {})}
     return evolve(task.initial_prompt, task_score_fn(task, settings, seed), propose, settings, seed=seed,
-                  checkpoint=checkpoint, on_candidate=on_candidate, run_key=key, meter=meter, stage="finetune")
+                  checkpoint=checkpoint, on_candidate=on_candidate, run_key=key, meter=meter, stage="finetune",
+                  on_generation_end=on_generation_end, should_stop=should_stop)
 
 
 def agent_score_fn(pool: Sequence[OptimizationTask], prompt_llm: LLMClient, settings: EvolveSettings, *,
@@ -164,7 +166,8 @@ def pretrain(initial_agent_prompt: str, pool: Sequence[OptimizationTask], prompt
              settings: EvolveSettings, *, seed: int, temperature: float | None = 0.7,
              max_tokens: int | None = 1500, lenient: bool = False, task_feedback_per_side: int = 3,
              checkpoint: Path | None = None, on_candidate: EntrySink | None = None,
-             run_key: dict | None = None, meter: Meter | None = None) -> EvolveResult:
+             run_key: dict | None = None, meter: Meter | None = None, on_generation_end: GenerationSink | None = None,
+             should_stop: StopCheck | None = None) -> EvolveResult:
     """Evolve p~ itself on a pool of tasks; the result's best entry is p~*."""
     if not pool:
         raise ConfigError("SePO pre-training needs at least one task in its pool.")
@@ -180,4 +183,5 @@ def pretrain(initial_agent_prompt: str, pool: Sequence[OptimizationTask], prompt
     key = {"pool": [t.name for t in pool], "temperature": temperature, "max_tokens": max_tokens,
            "lenient": lenient, "task_feedback_per_side": task_feedback_per_side, **(run_key or {})}
     return evolve(initial_agent_prompt, score, propose, settings, seed=seed, checkpoint=checkpoint,
-                  on_candidate=on_candidate, id_prefix="pt-", run_key=key, meter=meter, stage="pretrain")
+                  on_candidate=on_candidate, id_prefix="pt-", run_key=key, meter=meter, stage="pretrain",
+                  on_generation_end=on_generation_end, should_stop=should_stop)
