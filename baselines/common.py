@@ -2,7 +2,8 @@
 candidate records and small text helpers.
 
 Events. `optimize` takes `callbacks=Callbacks(...)` (harness.optimizer; `on_candidate=` still works): a
-baseline reports candidates and finished generations, and calls `check_stop` before each step that spends.
+baseline's Reporter reports candidates and finished generations, checks `should_stop` before each step that
+spends and, around the run, catches that stop as it catches a budget stop (`until_stop`).
 
 Resume. A baseline's procedure is deterministic given its seed (all randomness is derived from
 `(seed, step, ...)`) and the results of its paid steps (evaluations, proposer replies). The `Journal`
@@ -20,7 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +32,16 @@ from harness.aio import run_sync
 from harness.benchmarks.base import Example
 from harness.evaluator import EvalResult, Record
 from harness.llm.client import LLMClient, LLMError
-from harness.llm.usage import Usage, snapshot_of
-from harness.optimizer import Candidate, CandidateSink, OptimizationTask, StopRequested
+from harness.llm.usage import BudgetExceeded, Usage, snapshot_of
+from harness.optimizer import (
+    Callbacks,
+    Candidate,
+    CandidateSink,
+    OptimizationTask,
+    StopRequested,
+    callbacks_of,
+    check_stop,
+)
 from harness.seeds import derive_seed, rng  # noqa: F401 (derive_seed: metaspo still imports it from here)
 
 T = TypeVar("T")
@@ -254,21 +264,38 @@ def parse_operations(reply: str) -> list[dict[str, Any]]:
 # ---- candidates ------------------------------------------------------------------------------------
 
 class Reporter:
-    """Collects candidates in creation order and reports each once: restored ones are not re-reported."""
+    """A run's side of the caller's callbacks: collects candidates in creation order and reports each once
+    (restored ones are not re-reported), reports finished generations, checks and catches stops."""
 
-    def __init__(self, on_candidate: CandidateSink | None) -> None:
-        self.on_candidate = on_candidate
+    def __init__(self, on_candidate: CandidateSink | None = None, callbacks: Callbacks | None = None) -> None:
+        self.callbacks = callbacks_of(callbacks, on_candidate)
         self.candidates: list[Candidate] = []
         self.by_id: dict[str, Candidate] = {}
+        self.stopped: str | None = None  # "budget", or the caller's should_stop reason
 
     def add(self, cand: Candidate, *, restored: bool = False) -> Candidate:
         if cand.id in self.by_id:  # a replayed step: keep the first record
             return self.by_id[cand.id]
         self.candidates.append(cand)
         self.by_id[cand.id] = cand
-        if self.on_candidate is not None and not restored:
-            self.on_candidate(cand)
+        if not restored:
+            self.callbacks.candidate(cand)
         return cand
+
+    def generation_end(self, generation: int) -> None:
+        self.callbacks.generation_end(generation)
+
+    def check_stop(self) -> None:
+        """Before a step that spends: raise StopRequested when the caller's should_stop gives a reason."""
+        check_stop(self.callbacks)
+
+    @contextmanager
+    def until_stop(self) -> Iterator[None]:
+        """The run's body: a budget cap or the caller's stop ends it early, and `stopped` says which."""
+        try:
+            yield
+        except (BudgetExceeded, StopRequested) as exc:
+            self.stopped = stop_label(exc)
 
 
 def stop_label(exc: BaseException) -> str:

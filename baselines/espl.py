@@ -56,22 +56,11 @@ from baselines.common import (
     head,
     parse_operations,
     parse_settings,
-    stop_label,
     truncate,
 )
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
-from harness.optimizer import (
-    Callbacks,
-    Candidate,
-    CandidateSink,
-    OptimizationTask,
-    OptimizeResult,
-    RunContext,
-    StopRequested,
-    callbacks_of,
-    check_stop,
-)
+from harness.optimizer import Callbacks, Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
 from harness.seeds import derive_seed, rng
 
 RLHook = Callable[[int, list[dict[str, Any]]], None]
@@ -303,19 +292,17 @@ class ESPL:
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
                  callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
                  checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
-        cb = callbacks_of(callbacks, on_candidate)
         s = self.settings
         base = task.initial_prompt
         spend = Spend(task.evaluator.llm, prompt_llm)
         journal = Journal(Path(checkpoint_dir) / "espl.jsonl" if checkpoint_dir else None,
                           {"method": "espl", "seed": seed, "task": task.name, "initial": base,
                            "settings": s.model_dump()})
-        reporter = Reporter(cb.on_candidate)
+        reporter = Reporter(on_candidate, callbacks)
         root = Program("p0", {}, s.mu0, s.sigma0, [], "root", -1)
         self.programs = [root]
         pool = [root]
         by_id = {root.id: root}
-        stopped = None
         history: list[dict[str, Any]] = []
 
         def ask(key: str, prompt: str) -> str:
@@ -331,9 +318,9 @@ class ESPL:
 
         n_train = len(task.train)
         per_epoch = max(1, math.ceil(n_train / s.batch_size))
-        try:
+        with reporter.until_stop():
             for step in range(s.steps):
-                check_stop(cb)
+                reporter.check_stop()
                 epoch, b = divmod(step, per_epoch)
                 order = list(task.train)
                 rng(seed, "espl-epoch", epoch).shuffle(order)
@@ -379,9 +366,7 @@ class ESPL:
                 if child is not None:
                     child.created_cost = spend.cost(mark)
                     add(child)
-                cb.generation_end(step)
-        except (BudgetExceeded, StopRequested) as exc:
-            stopped = stop_label(exc)
+                reporter.generation_end(step)
         best = self._final(task, base, journal, reporter)
         for p in self.programs:
             if p.candidate is None:  # created but never sampled before the run ended
@@ -392,7 +377,7 @@ class ESPL:
                                                                 "cost": p.created_cost})
                 reporter.add(p.candidate)
             p.candidate.meta.update(mu=p.mu, sigma=p.sigma, scores=list(p.scores), in_pool=p in pool)
-        extra = base_extra(spend, stopped, history=history, final_choice=s.final_choice)
+        extra = base_extra(spend, reporter.stopped, history=history, final_choice=s.final_choice)
         return OptimizeResult(best.candidate, reporter.candidates, extra)
 
     def _final(self, task: OptimizationTask, base: str, journal: Journal, reporter: Reporter) -> Program:

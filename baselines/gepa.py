@@ -40,15 +40,7 @@ from harness.evaluator import Record
 from harness.files import write_atomic
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
-from harness.optimizer import (
-    Callbacks,
-    Candidate,
-    CandidateSink,
-    OptimizationTask,
-    OptimizeResult,
-    RunContext,
-    callbacks_of,
-)
+from harness.optimizer import Callbacks, Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
 from harness.seeds import derive_seed, rng
 
 COMPONENT = "system_prompt"
@@ -180,9 +172,8 @@ class _Tracker:
     """GEPA callbacks -> harness candidates (with lineage, scores, replies and cost)."""
 
     def __init__(self, reporter: Reporter, reflection: ReflectionLM, spend: Spend, log: Path | None,
-                 restored: list[dict[str, Any]], callbacks: Callbacks | None = None) -> None:
+                 restored: list[dict[str, Any]]) -> None:
         self.reporter, self.reflection, self.spend, self.log = reporter, reflection, spend, log
-        self.callbacks = callbacks or Callbacks()
         self.saved: list[dict[str, Any]] = list(restored)
         self.known = {d["id"] for d in restored}
         for d in restored:
@@ -207,7 +198,7 @@ class _Tracker:
         self.mark = self.spend.mark()
 
     def on_iteration_end(self, event: Mapping[str, Any]) -> None:
-        self.callbacks.generation_end(event["iteration"])
+        self.reporter.generation_end(event["iteration"])
 
     def on_candidate_selected(self, event: Mapping[str, Any]) -> None:
         self.pending["parent"] = event["candidate_idx"]
@@ -247,7 +238,7 @@ class _Tracker:
                              meta={"stage": "pool", "admitted": True, "val_example_ids": ids,
                                    "cost": self.spend.cost(self.mark)})
             self._emit(cand)
-            self.callbacks.generation_end(0)
+            self.reporter.generation_end(0)
             return
         cand = self._proposal(f"gepa-{idx}", True)
         cand.prompt = event["candidate"][COMPONENT]
@@ -269,7 +260,6 @@ class GEPA:
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
                  callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
                  checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
-        cb = callbacks_of(callbacks, on_candidate)
         import gepa
 
         s = self.settings
@@ -293,12 +283,12 @@ class GEPA:
             tmp = tempfile.TemporaryDirectory(prefix="gepa-")
             run_dir, log = Path(tmp.name), None
         restored = json.loads(log.read_text()) if log is not None and log.is_file() else []
-        reporter = Reporter(cb.on_candidate)
-        tracker = _Tracker(reporter, self.reflection, spend, log, restored, cb)
+        reporter = Reporter(on_candidate, callbacks)
+        tracker = _Tracker(reporter, self.reflection, spend, log, restored)
         asked: list[str] = []
 
         def stop_asked(state: Any) -> bool:  # the caller's should_stop, checked where GEPA checks its budget
-            reason = cb.stop_reason()
+            reason = reporter.callbacks.stop_reason()
             if reason and not asked:
                 asked.append(reason)
             return bool(reason)

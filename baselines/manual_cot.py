@@ -14,31 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from baselines.common import (
-    Journal,
-    Reporter,
-    Settings,
-    Spend,
-    base_extra,
-    evaluate,
-    head,
-    minibatch,
-    parse_settings,
-    stop_label,
-)
+from baselines.common import Journal, Reporter, Settings, Spend, base_extra, evaluate, head, minibatch, parse_settings
 from harness.llm.client import LLMClient
-from harness.llm.usage import BudgetExceeded
-from harness.optimizer import (
-    Callbacks,
-    Candidate,
-    CandidateSink,
-    OptimizationTask,
-    OptimizeResult,
-    RunContext,
-    StopRequested,
-    callbacks_of,
-    check_stop,
-)
+from harness.optimizer import Callbacks, Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
 
 Format = Literal["boxed", "choice", "python", "grid", "sudoku", "generic"]
 
@@ -95,7 +73,6 @@ class ManualCoT:
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
                  callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
                  checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
-        cb = callbacks_of(callbacks, on_candidate)
         s = self.settings
         prompt = s.prompt if s.prompt is not None else cot_prompt(task, s.format)
         spend = Spend(task.evaluator.llm, prompt_llm)
@@ -104,10 +81,10 @@ class ManualCoT:
                            "settings": s.model_dump()})
         cand = Candidate("cot-0", prompt, None, 0, meta={"stage": "fixed", "admitted": True,
                                                           "format": s.format or answer_format(task)})
-        stopped = None
+        reporter = Reporter(on_candidate, callbacks)
         mark = spend.mark()
-        try:
-            check_stop(cb)
+        with reporter.until_stop():
+            reporter.check_stop()
             if s.minibatch:
                 mb = minibatch(task.train, s.minibatch, seed, task.name, "manual-cot")
                 res = journal.step("train", lambda: evaluate(task, prompt, mb, "manual-cot train"))
@@ -116,10 +93,7 @@ class ManualCoT:
                 val = head(task.val, s.val_size)
                 res = journal.step("val", lambda: evaluate(task, prompt, val, "manual-cot val"))
                 cand.val_score, cand.meta["val_example_ids"] = res["score"], res["example_ids"]
-        except (BudgetExceeded, StopRequested) as exc:
-            stopped = stop_label(exc)
         cand.meta["cost"] = spend.cost(mark)
-        reporter = Reporter(cb.on_candidate)
-        reporter.add(cand, restored="train" in journal.restored and stopped is None)
-        cb.generation_end(0)
-        return OptimizeResult(cand, reporter.candidates, base_extra(spend, stopped))
+        reporter.add(cand, restored="train" in journal.restored and reporter.stopped is None)
+        reporter.generation_end(0)
+        return OptimizeResult(cand, reporter.candidates, base_extra(spend, reporter.stopped))

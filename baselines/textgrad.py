@@ -49,24 +49,12 @@ from baselines.common import (
     minibatch,
     parse_settings,
     rejected,
-    stop_label,
     truncate,
 )
 from harness.aio import run_sync
 from harness.evaluator import EvalResult
 from harness.llm.client import LLMClient, LLMError
-from harness.llm.usage import BudgetExceeded
-from harness.optimizer import (
-    Callbacks,
-    Candidate,
-    CandidateSink,
-    OptimizationTask,
-    OptimizeResult,
-    RunContext,
-    StopRequested,
-    callbacks_of,
-    check_stop,
-)
+from harness.optimizer import Callbacks, Candidate, CandidateSink, OptimizationTask, OptimizeResult, RunContext
 
 ROLE = ("structured system prompt to a somewhat capable language model that specifies the behavior and "
         "strategies for the task")  # the recipe's role description
@@ -214,13 +202,12 @@ class TextGrad:
     def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int,
                  callbacks: Callbacks | None = None, on_candidate: CandidateSink | None = None,
                  checkpoint_dir: Path | None = None, context: RunContext | None = None) -> OptimizeResult:
-        cb = callbacks_of(callbacks, on_candidate)
         s = self.settings
         spend = Spend(task.evaluator.llm, prompt_llm)
         journal = Journal(Path(checkpoint_dir) / "textgrad.jsonl" if checkpoint_dir else None,
                           {"method": "textgrad", "seed": seed, "task": task.name, "initial": task.initial_prompt,
                            "settings": s.model_dump()})
-        reporter = Reporter(cb.on_candidate)
+        reporter = Reporter(on_candidate, callbacks)
         engine = harness_engine(prompt_llm, temperature=s.temperature, max_tokens=s.agent_max_tokens, seed=seed)
         self.engine = engine
         val = head(task.val, s.val_size)
@@ -229,16 +216,15 @@ class TextGrad:
             return evaluate(task, prompt, val or mb, f"textgrad judge {it}")
 
         root = current = Candidate("tg-0", task.initial_prompt, None, 0, meta={"stage": "search", "admitted": True})
-        stopped = None
         memory: list[str] = []
         mark = spend.mark()
-        try:
+        with reporter.until_stop():
             if val:
                 res = journal.step("judge-0", lambda: judge(task.initial_prompt, 0, []))
                 root.val_score = res["score"]
                 root.meta.update(val_example_ids=res["example_ids"], judged_on="val")
             for it in range(1, s.iterations + 1):
-                check_stop(cb)
+                reporter.check_stop()
                 mb = minibatch(task.train, s.minibatch, seed, "tg", it)
                 step = journal.step(f"step-{it}", lambda mb=mb, parent=current.prompt: self._step(
                     task, parent, mb, engine, memory))
@@ -248,7 +234,7 @@ class TextGrad:
                     root.meta.update(example_ids=step["example_ids"], cost=spend.cost(mark))
                     reporter.add(root, restored=restored)
                     mark = spend.mark()
-                    cb.generation_end(0)
+                    reporter.generation_end(0)
                 memory.append(step["gradient"])
                 new = step["prompt"]
                 cand = Candidate(f"tg-{it}", new, current.id, it,
@@ -261,7 +247,7 @@ class TextGrad:
                                      cost=spend.cost(mark))
                     reporter.add(cand, restored=restored)
                     mark = spend.mark()
-                    cb.generation_end(it)
+                    reporter.generation_end(it)
                     continue
                 res = journal.step(f"judge-{it}", lambda new=new, it=it, mb=mb: judge(new, it, mb))
                 if val:
@@ -275,13 +261,11 @@ class TextGrad:
                                  judged_on="val" if val else "train", cost=spend.cost(mark))
                 reporter.add(cand, restored=restored and f"judge-{it}" in journal.restored)
                 mark = spend.mark()
-                cb.generation_end(it)
+                reporter.generation_end(it)
                 if cand.meta["admitted"]:
                     current = cand
-        except (BudgetExceeded, StopRequested) as exc:
-            stopped = stop_label(exc)
         if root.id not in reporter.by_id:  # no step ran (iterations 0, or the budget stopped step 1)
             root.meta.setdefault("cost", spend.cost(mark))
             reporter.add(root)
         return OptimizeResult(current, reporter.candidates,
-                              base_extra(spend, stopped, engine_calls=engine.calls))
+                              base_extra(spend, reporter.stopped, engine_calls=engine.calls))
