@@ -1,10 +1,13 @@
-"""Throughput: N canonical MBPP programs through DockerSandbox.run_many vs a bare subprocess per program.
+"""Throughput: canonical MBPP programs through the Docker sandbox, the old in-container runner vs the new driver.
 
-Usage: python perf/sandbox_throughput.py [-n 200] [--pool 2] [--repeat 2] [--compare-runner OLD_RUNNER.py]
-The bare baseline runs `python3 file.py` per program with no limits: sequentially, and with --pool threads.
---compare-runner also times an older runner.py (one that takes whole program files, as before the runner
-parsed tests itself) on the same warm pool, alternating old and new runs so that load from other work on the
-machine falls on both alike, and prints new/old throughput (best of --repeat pairs, and the median ratio).
+Usage: python perf/sandbox_throughput.py [-n 200] [--pool 2] [--repeat 3] [--old REV] [--bare]
+
+The old side is sandboxes/image/runner.py as it was before the driver replaced it (read from git history at
+run time: the parent of the commit that deleted it, or --old REV), run on the same warm pool with the old
+wire format (its verdict came from inside the container). The new side is DockerSandbox.run_many as the
+harness calls it: sandboxes/driver.py plus the host-side checks. Old and new runs alternate so load from
+other work on the machine falls on both alike; prints programs/s of each (best of --repeat) and new/old
+(best, and the median of the pairs). --bare adds a bare `python3 file.py` per program on this machine.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,30 +26,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import sandboxes.docker as sdocker
-import sandboxes.local as slocal
 from sandboxes.docker import DockerSandbox
-from sandboxes.local import compose
+from sandboxes.wire import compose
 
 _spec = importlib.util.spec_from_file_location("mbpp_canonical", ROOT / "scripts" / "mbpp_canonical.py")
 mbpp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mbpp)
+OLD_PATH = "sandboxes/image/runner.py"
 
 
-def bare(sources: list[str], workers: int, python: str) -> tuple[float, int]:
-    """Run each source as `python file.py`; returns (seconds, number passed)."""
+def old_runner(rev: str | None) -> tuple[str, str]:
+    """(revision, source) of the old runner from git history."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+    if rev is None:
+        rev = git("rev-list", "-1", "HEAD", "--", OLD_PATH).strip() + "^"
+    return rev, git("show", f"{rev}:{OLD_PATH}")
+
+
+def bare(sources: list[str], workers: int) -> tuple[float, int]:
+    """Each source as `python3 file.py` on this machine, no limits: (seconds, number passed)."""
     with tempfile.TemporaryDirectory() as d:
-        paths = []
-        for i, s in enumerate(sources):
-            paths.append(os.path.join(d, f"p{i}.py"))
-            Path(paths[-1]).write_text(s)
-
-        def one(path: str) -> bool:
-            return subprocess.run([python, path], check=False, capture_output=True, timeout=30, cwd=d).returncode == 0
-
+        paths = [os.path.join(d, f"p{i}.py") for i in range(len(sources))]
+        for p, s in zip(paths, sources, strict=True):
+            Path(p).write_text(s)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(workers) as ex:
-            ok = sum(ex.map(one, paths))
+            ok = sum(ex.map(lambda p: subprocess.run([sys.executable, p], check=False, capture_output=True,
+                                                     timeout=30, cwd=d).returncode == 0, paths))
         return time.perf_counter() - t0, ok
 
 
@@ -53,94 +62,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--pool", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="best of R runs for each side")
-    ap.add_argument("--python", default=sys.executable, help="interpreter for the bare baseline")
-    ap.add_argument("--compare-runner", default=None, help="an older runner.py to time against this one")
-    ap.add_argument("--no-bare", action="store_true", help="skip the bare subprocess baseline")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating old/new pairs")
+    ap.add_argument("--old", default=None, help="git revision holding the old runner")
+    ap.add_argument("--bare", action="store_true", help="also time a bare python3 per program")
     args = ap.parse_args()
-    if args.compare_runner:
-        compare(args)
-        return
+    rev, old_source = old_runner(args.old)
     programs = [p for _, p in mbpp.load_programs(limit=args.n)]
     n = len(programs)
-    sources = [compose(p) for p in programs]
-    t0 = time.perf_counter()
+    old_wire = [{"code": p.code, "tests": p.tests, "setup": p.setup} for p in programs]
     sb = DockerSandbox(pool_size=args.pool)
-    print(f"docker pool of {args.pool} started in {time.perf_counter() - t0:.2f}s")
-    try:
-        sb.run_many(programs[:4])  # warm the page cache in the containers
-        if args.no_bare:
-            docker_s, docker_ok = min(_timed(sb, programs) for _ in range(args.repeat))
-            print(f"{n} MBPP canonical programs, docker run_many {docker_s:.2f}s  {n / docker_s:.1f} programs/s "
-                  f"({docker_ok}/{n} passed)")
-            return
-        docker_s, docker_ok = min(_timed(sb, programs) for _ in range(args.repeat))
-    finally:
-        sb.close()
-    seq_s, seq_ok = min(bare(sources, 1, args.python) for _ in range(args.repeat))
-    par_s, par_ok = min(bare(sources, args.pool, args.python) for _ in range(args.repeat))
-    rows = [("docker run_many", docker_s, docker_ok), ("bare sequential", seq_s, seq_ok),
-            (f"bare {args.pool} threads", par_s, par_ok)]
-    print(f"{n} MBPP canonical programs, best of {args.repeat}, {os.cpu_count()} CPUs")
-    for name, s, ok in rows:
-        print(f"  {name:<18} {s:6.2f}s  {n / s:6.1f} programs/s  ({ok}/{n} passed)")
-    print(f"ratio docker/bare sequential: {seq_s / docker_s:.2f}x   "
-          f"docker/bare {args.pool} threads: {par_s / docker_s:.2f}x   (target >= 0.5x)")
-
-
-class _Runner:
-    """Swap the runner the sandboxes send (and how programs are sent) for one run."""
-
-    def __init__(self, path: str | None) -> None:
-        self.source = Path(path).read_text() if path else None
-
-    def __enter__(self) -> None:
-        if self.source is not None:
-            self.saved = (slocal.runner_source, sdocker.runner_source, sdocker.to_wire)
-            sdocker.runner_source = lambda: self.source
-            sdocker.to_wire = compose  # the old runner takes one file per program
-
-    def __exit__(self, *exc: object) -> None:
-        if self.source is not None:
-            slocal.runner_source, sdocker.runner_source, sdocker.to_wire = self.saved
-
-
-def compare(args: argparse.Namespace) -> None:
-    import statistics
-
-    programs = [p for _, p in mbpp.load_programs(limit=args.n)]
-    n = len(programs)
-    sb = DockerSandbox(pool_size=args.pool)
-    old, new = _Runner(args.compare_runner), _Runner(None)
     times: dict[str, list[float]] = {"old": [], "new": []}
+    passed: dict[str, int] = {}
     try:
-        for which in (old, new):
-            with which:
-                sb.run_many(programs[:8])  # warm
+        sb.run_many(programs[:8])  # warm both paths
+        sb.dispatch(old_wire[:8], 10.0, driver=old_source)
         for _ in range(args.repeat):
-            for name, which in (("old", old), ("new", new)):
-                with which:
-                    t = time.perf_counter()
-                    res = sb.run_many(programs)
-                    times[name].append(time.perf_counter() - t)
-                if name == "new":
-                    new_ok = sum(r.passed for r in res)
+            t = time.perf_counter()
+            passed["old"] = sum(bool(d.get("passed")) for d in sb.dispatch(old_wire, 10.0, driver=old_source))
+            times["old"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            passed["new"] = sum(r.passed for r in sb.run_many(programs))
+            times["new"].append(time.perf_counter() - t)
     finally:
         sb.close()
-    best = {k: n / min(v) for k, v in times.items()}
+    print(f"{n} MBPP canonical programs, docker pool {args.pool}, {args.repeat} alternating pairs, "
+          f"{os.cpu_count()} CPUs; old runner from {rev}")
+    for name, label in (("old", "old runner (verdict in the container)"), ("new", "new driver + host checks")):
+        runs = [round(n / t, 1) for t in times[name]]
+        print(f"  {label:<38} best {max(runs):6.1f} programs/s  runs {runs}  ({passed[name]}/{n} passed)")
+    best = min(times["old"]) / min(times["new"])
     ratios = [o / w for o, w in zip(times["old"], times["new"], strict=True)]
-    print(f"{n} MBPP canonical programs, {args.repeat} alternating pairs, pool {args.pool}, {os.cpu_count()} CPUs")
-    print(f"  old runner  best {best['old']:6.1f} programs/s   runs {[round(n / t, 1) for t in times['old']]}")
-    print(f"  new runner  best {best['new']:6.1f} programs/s   runs {[round(n / t, 1) for t in times['new']]}  "
-          f"({new_ok}/{n} passed)")
-    print(f"new/old: best {best['new'] / best['old']:.2f}x   median of pairs {statistics.median(ratios):.2f}x   "
-          "(target >= 0.9x)")
-
-
-def _timed(sb: DockerSandbox, programs: list) -> tuple[float, int]:
-    t = time.perf_counter()
-    res = sb.run_many(programs)
-    return time.perf_counter() - t, sum(r.passed for r in res)
+    print(f"new/old throughput: best {best:.2f}x   median of pairs {statistics.median(ratios):.2f}x")
+    if args.bare:
+        s, ok = bare([compose(p) for p in programs], args.pool)
+        print(f"  bare python3 x{args.pool} threads (this machine) {n / s:6.1f} programs/s  ({ok}/{n} passed)")
 
 
 if __name__ == "__main__":
