@@ -140,6 +140,9 @@ def charged_to(pool_task: OptimizationTask, task: OptimizationTask) -> Optimizat
                                                   max_tokens=ev.max_tokens))
 
 
+RESERVE = "budget: val pass reserved"  # fine-tuning stopped to keep the budget of the val pass
+
+
 class SePO:
     name = "sepo"
     Settings = SePOSettings
@@ -414,10 +417,12 @@ class SePO:
             return OptimizeResult(root, [root], extra)
         agent_prompt = got["text"]
         sink = (lambda e: cb.candidate(to_candidate(e, "finetune"))) if cb.on_candidate else None
+        reserve = self.val_reserve(task, ft_settings)
         res = finetune(task, self.agent(prompt_llm, agent_prompt), ft_settings, seed=seed,
                        checkpoint=ck / "sepo-finetune.json" if ck else None, on_candidate=sink,
                        run_key=self.fingerprint(task, prompt_llm, got["info"].get("key")), meter=meter,
-                       on_generation_end=cb.on_generation_end, should_stop=cb.should_stop)
+                       on_generation_end=cb.on_generation_end,
+                       should_stop=lambda: cb.stop_reason() or reserve())
         m2 = meter()
         usage["finetune"] = delta(m1, m2)
         best, val_scores, val_ids, stopped = self.choose_best(task, res)
@@ -428,18 +433,32 @@ class SePO:
         extra["stopped"] = stopped
         return OptimizeResult(next(c for c in cands if c.id == best.id), cands, extra)
 
+    def val_reserve(self, task: OptimizationTask, ft: EvolveSettings) -> Callable[[], str | None]:
+        """should_stop for fine-tuning: stop before a proposal when the cell's evaluation budget could no longer
+        pay for one more child (and its paired parent re-score) and the val pass that picks the best; the val
+        pass then still covers every contender (the cell is recorded as stopped on budget)."""
+        s, ledger = self.settings, task.evaluator.llm.ledger
+        val = len(task.val[: s.val_size] if s.val_size else task.val)
+        need = 2 * ft.minibatch + (s.val_top_n + 1) * val if task.val and s.val_top_n else 0
+
+        def check() -> str | None:
+            left = ledger.evaluations_left()
+            return RESERVE if need and left is not None and left < need else None
+
+        return check
+
     def choose_best(self, task: OptimizationTask,
                     res: EvolveResult) -> tuple[Entry, dict[str, float], list[str], str | None]:
         """See the module docstring; a budget stop during the val pass keeps what was scored."""
         s, arch = self.settings, res.archive
-        if not task.val or s.val_top_n == 0 or res.stopped:
+        if not task.val or s.val_top_n == 0 or res.stopped not in (None, RESERVE):
             return arch.best(), {}, [], res.stopped
         root = arch.entries[0]
         contenders = arch.ranked()[: s.val_top_n]
         contenders += [root] if root not in contenders and root.score is not None else []
         val = task.val[: s.val_size] if s.val_size else task.val
         scores: dict[str, float] = {}
-        stopped = None
+        stopped = "budget" if res.stopped == RESERVE else None  # fine-tuning ended early to keep this pass
         for e in contenders:
             try:
                 scores[e.id] = task.evaluator.evaluate(e.text, val, label="sepo val").accuracy

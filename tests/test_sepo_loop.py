@@ -245,3 +245,17 @@ def test_crash_after_a_checkpoint_resumes_exactly(srv, tmp_path):
     with pytest.raises(ValueError, match="different run"):
         finetune(make_task(SynthBench, task_llm), PromptAgent(prompt_llm, initial_prompt_agent()),
                  EvolveSettings(**SMALL), seed=6, checkpoint=ck)
+
+
+def test_an_evaluation_budget_keeps_the_val_pass_for_every_contender(srv, tmp_path):
+    # SynthBench: val 8; minibatch 8 -> root 8 + per generation 2 x (8 child + 8 parent) = 32; the val pass
+    # (top 3 + root) needs 4 x 8 = 32. A cap of 100 cannot pay for the whole schedule (8 + 5 x 32 + 32).
+    task_llm, prompt_llm, ledger = clients(srv.url, tmp_path / "c.sqlite", budget=Budget(max_evaluations=100))
+    res = SePO(self_improve=False, **SMALL).optimize(make_task(SynthBench, task_llm), prompt_llm, seed=0)
+    assert res.extra["stopped"] == "budget"  # recorded as stopped before its schedule ended
+    scored = [c for c in res.candidates if c.val_score is not None]
+    contenders = {c.id for c in sorted((c for c in res.candidates if c.meta["admitted"] and c.train_score is not None),
+                                       key=lambda c: -c.train_score)[:3]} | {res.candidates[0].id}
+    assert {c.id for c in scored} == contenders  # the val pass covered every contender
+    assert res.best.val_score == max(c.val_score for c in scored)
+    assert ledger.total.evaluations <= 100

@@ -133,6 +133,12 @@ class Ledger:
         if cap is not None and done + n > cap:
             raise BudgetExceeded(f"budget reached: {done} example evaluations, {n} more would pass the cap {cap}")
 
+    def evaluations_left(self) -> int | None:
+        """Example evaluations this ledger and its parents still allow (None: no cap)."""
+        left = [led.budget.max_evaluations - led.total.evaluations for led in self._chain()
+                if led.budget.max_evaluations is not None]
+        return min(left) if left else None
+
     def _chain(self) -> list[Ledger]:
         out, led = [], self
         while led is not None:
