@@ -9,9 +9,8 @@ class UserError(Exception):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """UserError, plus the user errors whose classes do not subclass it yet (ConfigError in harness/config.py,
-    SandboxUnavailable in sandboxes/base.py: their owners switch them to UserError, then this goes)."""
-    from harness.config import ConfigError
+    """UserError, plus SandboxUnavailable (sandboxes/base.py), which does not subclass it yet: once it does,
+    this goes and the CLI catches UserError."""
     from sandboxes.base import SandboxUnavailable
 
-    return (UserError, ConfigError, SandboxUnavailable)
+    return (UserError, SandboxUnavailable)
