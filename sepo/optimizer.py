@@ -436,10 +436,14 @@ class SePO:
     def val_reserve(self, task: OptimizationTask, ft: EvolveSettings) -> Callable[[], str | None]:
         """should_stop for fine-tuning: stop before a proposal when the cell's evaluation budget could no longer
         pay for one more child (and its paired parent re-score) and the val pass that picks the best; the val
-        pass then still covers every contender (the cell is recorded as stopped on budget)."""
+        pass then still covers every contender (the cell is recorded as stopped on budget). Off when the budget
+        is too small for the val pass plus the root's draw from the start."""
         s, ledger = self.settings, task.evaluator.llm.ledger
         val = len(task.val[: s.val_size] if s.val_size else task.val)
         need = 2 * ft.minibatch + (s.val_top_n + 1) * val if task.val and s.val_top_n else 0
+        start = ledger.evaluations_left()
+        if start is not None and start < need + ft.minibatch:  # a budget that could never pay for the val pass:
+            need = 0  # fine-tune with all of it (no val pass after the stop), as without a reserve
 
         def check() -> str | None:
             left = ledger.evaluations_left()
