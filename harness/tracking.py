@@ -4,10 +4,11 @@ The runner feeds it (never the optimizers): one MLflow experiment per experiment
 cell (method x benchmark x seed), and everything the reports need, so MLflow alone is the source of
 truth (`load_experiment` rebuilds cells, candidates with their lineage, and per-example records).
 
-Layout of a store:
+Layout of a store (every name in harness/schema.py):
 
 - an experiment-level run (tag ``sepo.kind=experiment``) holds the config (``config.yaml``,
-  ``config.json``) and the code version; the experiment carries the same as tags;
+  ``config.json``), the code version and the tags simulated / paper_protocol; the experiment carries the
+  same as tags;
 - a cell run (tag ``sepo.kind=cell``, ``sepo.cell_key``) has flattened params (method settings,
   benchmark and options, seed, budgets, models, sampling, code version, data fingerprint), the cell's
   metrics, and per-candidate step metrics (``candidate.train_score`` ... at step = arrival order) for
@@ -15,17 +16,14 @@ Layout of a store:
 - candidates: one JSON artifact per candidate (``candidates/<id>.json``: full prompt text, parent id,
   generation, stage, admitted, example ids, scores, cost, the rest of ``meta``), written the moment it
   arrives so a kill mid-cell loses nothing, and consolidated into one ``candidates.json`` table when
-  the cell finishes. Measured against one nested run per candidate (`tests/test_tracking_perf.py`, same
-  content: prompt text as an artifact, parent, generation, stage, scores; 2 shared cores): a nested run
-  costs four store calls per candidate (create, log_batch, log_text, terminate) and reading it back one
-  artifact download per candidate. Local sqlite store, 50 / 200 candidates: nested runs 10.6 s / 61.6 s
-  to write and 4.5 s / 20.1 s to read; artifacts 2.4 s / 13.4 s to write and 0.25 s / 0.39 s to read
-  (4.4-4.6x faster writes, 18-52x faster reads). Against `mlflow server` on loopback, 50 candidates:
-  nested 29.4 s write / 13.8 s read, artifacts 7.6 s / 1.1 s (3.9x / 12.8x). Nested runs would also put
-  thousands of runs in the UI's run list of a paper-size grid, so candidates are artifacts;
+  the cell finishes (artifacts, not nested runs: several times faster to write and far faster to read,
+  and no thousands of runs in the UI; `tests/test_tracking_perf.py` measures both);
 - per-example tables ``records/test.json`` (and ``records/initial.json``: the initial prompt on the
   same test items), in MLflow's table format (columns + data): id, correct, score, extracted, reason,
   tokens, truncated, attempts, cached;
+- a stage run (tag ``sepo.kind=stage``, ``sepo.stage_key``): a stage several cells share (SePO's
+  pre-trained p~*, MetaSPO's meta-trained system prompt), built once per key with its own budget: its cost
+  metrics, the methods and targets it serves, its candidates and its outputs (``stage/<name>.txt``);
 - the best prompt (``prompts/best.txt``) and extra prompts (e.g. ``prompts/prompt_agent.txt``: p~*),
   registered in MLflow's prompt registry with tags linking each version to its run (the run gets
   ``sepo.prompt.<name>`` = ``prompts:/<name>/<version>``).
@@ -54,6 +52,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness import schema as S
 from harness.config import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,9 +67,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # mlflow's tracing pulls in litellm, which would otherwise fetch a cost map from the internet for seconds.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-TAG = "sepo."
-KIND = TAG + "kind"
-CELL_KEY = TAG + "cell_key"
+TAG, KIND, CELL_KEY = S.PREFIX, S.KIND, S.CELL_KEY  # kept for importers of the old names
 DEFAULT_RUNS_DIR = "runs"
 # MLflow's limits (mlflow.utils.validation), kept here so flattening does not depend on a private module.
 MAX_KEY = 250
@@ -415,27 +412,34 @@ class Tracker:
     # -- experiment level
 
     def _experiment_run(self) -> str:
-        runs = self._search(f"tags.`{KIND}` = 'experiment'", max_results=5)
+        runs = self._search(f"tags.`{S.KIND}` = '{S.KIND_EXPERIMENT}'", max_results=5)
         if runs:
             return runs[0].info.run_id
         run = self.client.create_run(self.experiment_id(), run_name="experiment-settings",
-                                     tags={KIND: "experiment"})
+                                     tags={S.KIND: S.KIND_EXPERIMENT})
         return run.info.run_id
 
-    def log_experiment(self, config: dict, config_text: str, code_version: dict) -> None:
+    def log_experiment(self, config: dict, config_text: str, code_version: dict, *, simulated: bool | None = None,
+                       paper_protocol: bool = False, protocol: str | None = None) -> None:
         """The experiment's config and code version: experiment tags and a settings run (idempotent; a
-        changed config is kept as the current one, earlier ones under configs/)."""
+        changed config is kept as the current one, earlier ones under configs/). simulated defaults to the
+        config's `simulated`; paper_protocol says the config follows a protocol of the paper, protocol which
+        one (schema.PROTOCOL_PAPER, schema.PROTOCOL_SWAP)."""
         config = self.scrub(_jsonable(config))
         config_text = self.scrub.text(config_text)
         sha = hashlib.sha256(config_text.encode()).hexdigest()[:16]
         code = {str(k): str(v) for k, v in self.scrub(_jsonable(code_version)).items()}
+        if simulated is None:
+            simulated = bool(config.get("simulated"))
+        tags = {S.CONFIG_SHA: sha, **{S.CODE + k: v for k, v in code.items()}, S.SIMULATED: S.bool_tag(simulated),
+                S.PAPER_PROTOCOL: S.bool_tag(paper_protocol or bool(protocol)), S.PROTOCOL: protocol or ""}
         with self._lock:
             exp_id = self.experiment_id()
             run_id = self._experiment_run()
-            prev = self.client.get_run(run_id).data.tags.get(TAG + "config_sha")
-            exp_tags = {TAG + "config_sha": sha, **{TAG + "code." + k: v for k, v in code.items()}}
+            prev = self.client.get_run(run_id).data.tags.get(S.CONFIG_SHA)
+            exp_tags = dict(tags)
             if config.get("description"):
-                exp_tags["mlflow.note.content"] = str(config["description"])
+                exp_tags[S.NOTE] = str(config["description"])
             for k, v in exp_tags.items():
                 self.client.set_experiment_tag(exp_id, _key(k), _truncate(self.scrub.text(v), MAX_TAG_VALUE))
             if prev != sha:
@@ -443,15 +447,13 @@ class Tracker:
                 self._log_json(run_id, config, "config.json")
                 self._log_json(run_id, code, "code_version.json")
                 self._log_text(run_id, config_text, f"configs/{int(time.time())}-{sha}.yaml")
-            self._log_batch(run_id, tags={TAG + "config_sha": sha, **{TAG + "code." + k: v for k, v in code.items()}})
+            self._log_batch(run_id, tags=tags)
             self.client.set_terminated(run_id, "FINISHED")
 
-    # -- cells
+    # -- cells and stages
 
-    def find_finished_cell(self, cell_key: str) -> dict | None:
-        """The newest FINISHED run of this cell: {"run_id", "metrics", "params", "tags", "result"} (result:
-        the dict passed to CellRun.finish, {} if none), or None."""
-        runs = self._search(f"tags.`{CELL_KEY}` = {_filter_value(cell_key)} and attributes.status = 'FINISHED'",
+    def _find_finished(self, key_tag: str, key: str) -> dict | None:
+        runs = self._search(f"tags.`{key_tag}` = {_filter_value(key)} and attributes.status = 'FINISHED'",
                             max_results=10)
         if not runs:
             return None
@@ -460,19 +462,28 @@ class Tracker:
         return {"run_id": run.info.run_id, "metrics": dict(run.data.metrics), "params": dict(run.data.params),
                 "tags": dict(run.data.tags), "result": result}
 
-    def start_cell(self, cell_key: str, *, method: str, benchmark: str, seed: int, params: dict,
-                   tags: dict) -> CellRun:
-        """A run for this cell: the newest unfinished one (RUNNING after a kill, FAILED, KILLED) is reused,
-        so a resumed cell keeps one run; otherwise a new run. Call find_finished_cell first to skip
-        finished cells (a finished run is never reopened)."""
-        core_tags = {KIND: "cell", CELL_KEY: cell_key, TAG + "method": method, TAG + "benchmark": benchmark,
-                     TAG + "seed": str(seed)}
-        all_tags = {**{k if k.startswith(("sepo.", "mlflow.")) else TAG + k: v for k, v in flatten(tags).items()},
-                    **core_tags}
-        flat = {"method": method, "benchmark": benchmark, "seed": str(seed), **flatten(params)}
-        flat = {_key(self.scrub.text(k)): v for k, v in flat.items()}
+    def find_finished_cell(self, cell_key: str) -> dict | None:
+        """The newest FINISHED run of this cell: {"run_id", "metrics", "params", "tags", "result"} (result:
+        the dict passed to CellRun.finish, {} if none), or None."""
+        return self._find_finished(S.CELL_KEY, cell_key)
+
+    def find_finished_stage(self, key: str) -> dict | None:
+        """The newest FINISHED run of this stage: as find_finished_cell, plus "texts" ({name: text} passed
+        to StageRun.finish), or None."""
+        found = self._find_finished(S.STAGE_KEY, key)
+        if found is not None:
+            found["texts"] = self._read_json(found["run_id"], "stage/texts.json") or {}
+        return found
+
+    def _open_run(self, cls: type[RunHandle], key_tag: str, key: str, run_name: str, core_tags: dict[str, str],
+                  params: Mapping[str, Any], tags: Mapping[str, Any]) -> Any:
+        """The newest unfinished run with this key (RUNNING after a kill, FAILED, KILLED), reopened; else a
+        new run. A finished run is never reopened."""
+        all_tags = {**{k if k.startswith((S.PREFIX, "mlflow.")) else S.PREFIX + k: v
+                       for k, v in flatten(tags).items()}, **core_tags}
+        flat = {_key(self.scrub.text(k)): v for k, v in flatten(params).items()}
         with self._lock:
-            runs = self._search(f"tags.`{CELL_KEY}` = {_filter_value(cell_key)}", max_results=50)
+            runs = self._search(f"tags.`{key_tag}` = {_filter_value(key)}", max_results=50)
             open_runs = [r for r in runs if r.info.status != "FINISHED"]
             if open_runs:
                 run = open_runs[0]
@@ -481,20 +492,52 @@ class Tracker:
                 old = run.data.params
                 changed = sorted(k for k, v in flat.items()
                                  if k in old and old[k] != _truncate(self.scrub.text(str(v)), MAX_PARAM_VALUE))
-                resumed = int(run.data.tags.get(TAG + "resumed", "0")) + 1
-                extra = {TAG + "resumed": str(resumed)}
+                extra = {S.RESUMED: str(int(run.data.tags.get(S.RESUMED, "0")) + 1)}
                 if changed:
-                    extra[TAG + "params_changed_on_resume"] = json.dumps(changed)
+                    extra[S.PARAMS_CHANGED] = json.dumps(changed)
                 self._log_batch(run_id, params={k: v for k, v in flat.items() if k not in old},
                                 tags={**all_tags, **extra})
-                cell = CellRun(self, run_id, cell_key, resumed=True)
-                cell._load_existing()
-                return cell
-            run = self.client.create_run(self.experiment_id(), run_name=_key(f"{method}.{benchmark}.seed{seed}"),
+                handle = cls(self, run_id, key, resumed=True)
+                handle._load_existing()
+                return handle
+            run = self.client.create_run(self.experiment_id(), run_name=_key(run_name),
                                          tags={_key(k): _truncate(self.scrub.text(str(v)), MAX_TAG_VALUE)
                                                for k, v in core_tags.items()})
             self._log_batch(run.info.run_id, params=flat, tags=all_tags)
-            return CellRun(self, run.info.run_id, cell_key, resumed=False)
+            return cls(self, run.info.run_id, key, resumed=False)
+
+    def start_cell(self, cell_key: str, *, method: str, benchmark: str, seed: int, params: dict, tags: dict,
+                   family: str | None = None, ablation_of: str | None = None,
+                   simulated: bool | None = None) -> CellRun:
+        """A run for this cell: the newest unfinished one is reused, so a resumed cell keeps one run;
+        otherwise a new run. Call find_finished_cell first to skip finished cells. family (schema.FAMILIES),
+        ablation_of and simulated become tags (tags' keys without the sepo. prefix get it)."""
+        core = {S.KIND: S.KIND_CELL, S.CELL_KEY: cell_key, S.METHOD: method, S.BENCHMARK: benchmark,
+                S.SEED: str(seed)}
+        extra: dict[str, str] = {}
+        if family is not None:
+            if family not in S.FAMILIES:
+                raise ValueError(f"family must be one of {S.FAMILIES}, not {family!r}")
+            extra[S.FAMILY] = family
+        if ablation_of is not None or family is not None:
+            extra[S.ABLATION_OF] = ablation_of or ""
+        if simulated is not None:
+            extra[S.SIMULATED] = S.bool_tag(simulated)
+        params = {"method": method, "benchmark": benchmark, "seed": str(seed), **params}
+        return self._open_run(CellRun, S.CELL_KEY, cell_key, f"{method}.{benchmark}.seed{seed}", core, params,
+                              {**tags, **extra})
+
+    def start_stage(self, key: str, kind: str, *, methods: Iterable[str], targets: Iterable[str],
+                    params: dict | None = None, tags: dict | None = None,
+                    simulated: bool | None = None) -> StageRun:
+        """A run for a stage shared by cells (kind: schema.STAGE_PRETRAIN, STAGE_META_TRAIN), built once per
+        key: reopened like a cell after a kill or failure. Call find_finished_stage first to reuse a finished
+        one. methods / targets: the methods and target benchmarks it serves."""
+        core = {S.KIND: S.KIND_STAGE, S.STAGE_KEY: key, S.STAGE_KIND: kind,
+                S.STAGE_METHODS: json.dumps(sorted(set(methods))), S.STAGE_TARGETS: json.dumps(sorted(set(targets)))}
+        extra = {S.SIMULATED: S.bool_tag(simulated)} if simulated is not None else {}
+        return self._open_run(StageRun, S.STAGE_KEY, key, f"stage.{kind}.{key}"[:200], core,
+                              {"stage_kind": kind, **(params or {})}, {**(tags or {}), **extra})
 
     # -- prompt registry
 
@@ -507,13 +550,13 @@ class Tracker:
         with self._lock:
             try:
                 latest = self._latest_prompt(name)
-                if latest is not None and latest.template == text and latest.tags.get(TAG + "run_id") == run_id:
+                if latest is not None and latest.template == text and latest.tags.get(S.RUN_ID) == run_id:
                     version = latest
                 else:
                     version = self.client.register_prompt(name=name, template=text, tags=clean,
                                                           commit_message=f"run {run_id}")
             except Exception as exc:  # noqa: BLE001 (a store without a registry: say so on the run, go on)
-                self._log_batch(run_id, tags={TAG + "prompt_registry_error": str(exc)[:500]})
+                self._log_batch(run_id, tags={S.PROMPT_REGISTRY_ERROR: str(exc)[:500]})
                 return None
             ref = f"prompts:/{name}/{version.version}"
             try:
@@ -530,16 +573,20 @@ class Tracker:
         return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-# --------------------------------------------------------------------------------------------------- cell
+# ---------------------------------------------------------------------------------------------- runs
 
 
-class CellRun:
-    """The MLflow run of one cell; candidates are logged as they arrive, once each."""
+def _truncated(records: Iterable[Record]) -> float:
+    return float(sum(bool(r.truncated) for r in records))
 
-    def __init__(self, tracker: Tracker, run_id: str, cell_key: str, *, resumed: bool) -> None:
+
+class RunHandle:
+    """An open run (a cell or a stage): candidates logged as they arrive, once each; ends with finish/fail."""
+
+    def __init__(self, tracker: Tracker, run_id: str, key: str, *, resumed: bool) -> None:
         self.tracker = tracker
         self.run_id = run_id
-        self.cell_key = cell_key
+        self.key = key
         self.resumed = resumed
         self._logged: set[str] = set()  # artifact names already written
         self._docs: dict[str, dict] = {}  # this process's candidates, by artifact name
@@ -554,7 +601,7 @@ class CellRun:
             files = []
         self._logged = {Path(f.path).name for f in files if not f.is_dir}
         try:
-            hist = client.get_metric_history(self.run_id, "candidate.best_train_score")
+            hist = client.get_metric_history(self.run_id, S.CANDIDATE_BEST_TRAIN)
         except Exception:  # noqa: BLE001
             hist = []
         if hist:
@@ -578,21 +625,21 @@ class CellRun:
             self.tracker._log_json(self.run_id, doc, f"candidates/{name}")
             self._logged.add(name)
             self._docs[name] = doc
-            metrics: dict[str, float] = {"candidate.generation": float(c.generation)}
+            metrics: dict[str, float] = {S.CANDIDATE_GENERATION: float(c.generation)}
             if c.train_score is not None:
-                metrics["candidate.train_score"] = c.train_score
+                metrics[S.CANDIDATE_TRAIN] = c.train_score
                 self._best = c.train_score if self._best is None else max(self._best, c.train_score)
             if c.val_score is not None:
-                metrics["candidate.val_score"] = c.val_score
+                metrics[S.CANDIDATE_VAL] = c.val_score
             if self._best is not None:
-                metrics["candidate.best_train_score"] = self._best
+                metrics[S.CANDIDATE_BEST_TRAIN] = self._best
             self.tracker._log_batch(self.run_id, metrics=metrics, step=order)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.tracker._log_batch(self.run_id, metrics=metrics, step=step or 0)
 
     def log_tags(self, tags: dict[str, Any]) -> None:
-        self.tracker._log_batch(self.run_id, tags={k if k.startswith(("sepo.", "mlflow.")) else TAG + k: v
+        self.tracker._log_batch(self.run_id, tags={k if k.startswith((S.PREFIX, "mlflow.")) else S.PREFIX + k: v
                                                    for k, v in flatten(tags).items()})
 
     def candidates(self) -> list[dict]:
@@ -603,45 +650,96 @@ class CellRun:
                 docs.setdefault(_artifact_name(d["id"]), d)
         return sorted(docs.values(), key=lambda d: d.get("order", 0))
 
+    def _log_candidate_table(self) -> None:
+        cols = ["id", "parent_id", "generation", "order", "stage", "admitted", "train_score", "val_score",
+                "prompt", "example_ids", "val_example_ids", "cost", "meta"]
+        self.tracker._log_json(self.run_id, {"columns": cols, "data": [[d.get(c) for c in cols]
+                                                                       for d in self.candidates()]},
+                               "candidates.json")
+
+    def _end(self, status: str) -> None:
+        t = self.tracker
+        tags = {S.STATUS: S.STATUS_FINISHED if status == "FINISHED" else S.STATUS_FAILED}
+        if status == "FINISHED" and self.resumed:  # a retried failure: its reason no longer applies
+            tags |= {S.FAIL_REASON: "", S.NOTE: ""}
+        t._log_batch(self.run_id, tags=tags)
+        with t._lock:
+            t.client.set_terminated(self.run_id, status)
+
+    def fail(self, reason: str) -> None:
+        """The run ends FAILED with its reason (tag and the run's description)."""
+        self.tracker._log_batch(self.run_id, tags={S.FAIL_REASON: reason, S.NOTE: f"Failed: {reason}"})
+        self._end("FAILED")
+
+
+class CellRun(RunHandle):
+    """The MLflow run of one cell."""
+
+    @property
+    def cell_key(self) -> str:
+        return self.key
+
     def finish(self, *, metrics: dict[str, float], test_records: list[Record],
                initial_records: list[Record] | None = None, best_prompt: str,
                extra_prompts: dict[str, str] | None = None, register_as: str | None = None,
-               result: dict | None = None) -> None:
-        """Metrics, per-example tables, the candidate table, prompts (registered when register_as is set),
-        an optional result dict (returned by find_finished_cell), then the run ends FINISHED."""
+               result: dict | None = None, stopped: str | None = None, schedule_complete: bool | None = None,
+               max_tokens: int | None = None, stage_keys: Iterable[str] | None = None) -> None:
+        """Metrics (plus test_truncated / initial_truncated counted from the records, and the reply cap
+        max_tokens), per-example tables, the candidate table, prompts (registered when register_as is set),
+        an optional result dict (returned by find_finished_cell), the budget-stop reason and whether the
+        method's schedule completed, the stages the cell used; then the run ends FINISHED."""
         t = self.tracker
-        t._log_batch(self.run_id, metrics=metrics)
+        metrics = {**metrics, S.TEST_TRUNCATED: _truncated(test_records)}
+        if initial_records is not None:
+            metrics[S.INITIAL_TRUNCATED] = _truncated(initial_records)
+        if max_tokens is not None:
+            metrics[S.MAX_TOKENS] = float(max_tokens)
+        tags: dict[str, str] = {}
+        if stopped is not None or schedule_complete is not None:
+            tags[S.STOPPED] = str(stopped)
+        if schedule_complete is not None:
+            tags[S.SCHEDULE_COMPLETE] = S.bool_tag(schedule_complete)
+        if stage_keys is not None:
+            tags[S.STAGE_KEYS] = json.dumps(sorted(set(stage_keys)))
+        t._log_batch(self.run_id, metrics=metrics, tags=tags)
         t._log_json(self.run_id, _records_table(test_records, t.scrub), "records/test.json")
         if initial_records is not None:
             t._log_json(self.run_id, _records_table(initial_records, t.scrub), "records/initial.json")
-        cands = self.candidates()
-        cols = ["id", "parent_id", "generation", "order", "stage", "admitted", "train_score", "val_score",
-                "prompt", "example_ids", "val_example_ids", "cost", "meta"]
-        t._log_json(self.run_id, {"columns": cols, "data": [[d.get(c) for c in cols] for d in cands]},
-                    "candidates.json")
+        self._log_candidate_table()
         t._log_text(self.run_id, best_prompt, "prompts/best.txt")
         for key, text in (extra_prompts or {}).items():
             t._log_text(self.run_id, text, f"prompts/{_prompt_name(key)}.txt")
         if register_as:
             run = t.client.get_run(self.run_id)
-            link = {TAG + "run_id": self.run_id, TAG + "experiment": t.experiment, CELL_KEY: self.cell_key,
-                    **{k: v for k, v in run.data.tags.items()
-                       if k in (TAG + "method", TAG + "benchmark", TAG + "seed")}}
-            refs = {"best": t.register_prompt(register_as, best_prompt, {**link, TAG + "role": "task"},
-                                              self.run_id)}
+            link = {S.RUN_ID: self.run_id, S.EXPERIMENT: t.experiment, S.CELL_KEY: self.key,
+                    **{k: v for k, v in run.data.tags.items() if k in (S.METHOD, S.BENCHMARK, S.SEED)}}
+            refs = {"best": t.register_prompt(register_as, best_prompt, {**link, S.ROLE: "task"}, self.run_id)}
             for key, text in (extra_prompts or {}).items():
-                refs[key] = t.register_prompt(f"{register_as}.{key}", text, {**link, TAG + "role": key}, self.run_id)
-            t._log_batch(self.run_id, tags={f"{TAG}prompt.{k}": v for k, v in refs.items() if v})
+                refs[key] = t.register_prompt(f"{register_as}.{key}", text, {**link, S.ROLE: key}, self.run_id)
+            t._log_batch(self.run_id, tags={S.PROMPT_REF + k: v for k, v in refs.items() if v})
         if result is not None:
             t._log_json(self.run_id, result, "result.json")
-        with t._lock:
-            t.client.set_terminated(self.run_id, "FINISHED")
+        self._end("FINISHED")
 
-    def fail(self, reason: str) -> None:
+
+class StageRun(RunHandle):
+    """The MLflow run of a stage shared by cells (pre-training, meta-training)."""
+
+    def finish(self, *, metrics: dict[str, float], texts: Mapping[str, str] | None = None,
+               result: dict | None = None) -> None:
+        """Cost metrics (schema.STAGE_METRICS: requests, tokens, usd, evaluations, wall_s), the stage's
+        outputs as text artifacts (e.g. {"prompt_agent": p~*}), an optional result dict (both returned by
+        find_finished_stage), the candidate table; then the run ends FINISHED."""
         t = self.tracker
-        t._log_batch(self.run_id, tags={TAG + "fail_reason": reason})
-        with t._lock:
-            t.client.set_terminated(self.run_id, "FAILED")
+        t._log_batch(self.run_id, metrics=metrics)
+        texts = dict(texts or {})
+        for name, text in texts.items():
+            t._log_text(self.run_id, text, f"stage/{_prompt_name(name)}.txt")
+        t._log_json(self.run_id, texts, "stage/texts.json")
+        if result is not None:
+            t._log_json(self.run_id, result, "result.json")
+        self._log_candidate_table()
+        self._end("FINISHED")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -652,7 +750,9 @@ class ExperimentData:
     """An experiment as MLflow holds it. cells: one row per cell run (run_id, cell_key, method, benchmark,
     seed, status, metrics by name, tags by key, params as 'param.<key>'); candidates: one row per candidate
     (run_id, cell_key, method, benchmark, seed + the candidate's fields); records: one row per test example
-    (run_id, ..., split 'test'/'initial', RECORD_COLUMNS); settings: config, code version, tags."""
+    (run_id, ..., split 'test'/'initial', RECORD_COLUMNS); settings: config, code version, experiment tags,
+    the settings run's tags ("run_tags"); stages: one row per stage run (run_id, status, key, kind,
+    methods and targets as lists, metrics, tags)."""
 
     uri: str
     experiment: str
@@ -661,20 +761,48 @@ class ExperimentData:
     candidates: pd.DataFrame
     records: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
+    stages: pd.DataFrame | None = None
+
+
+def _seed(tags: Mapping[str, str]) -> Any:
+    s = tags.get(S.SEED, "")
+    return int(s) if s.lstrip("-").isdigit() else tags.get(S.SEED)
 
 
 def _cell_row(run: Any) -> dict[str, Any]:
     tags = run.data.tags
     row: dict[str, Any] = {
         "run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-        "start_time": run.info.start_time, "end_time": run.info.end_time, "cell_key": tags.get(CELL_KEY),
-        "method": tags.get(TAG + "method"), "benchmark": tags.get(TAG + "benchmark"),
-        "seed": int(tags[TAG + "seed"]) if tags.get(TAG + "seed", "").lstrip("-").isdigit() else tags.get(TAG + "seed"),
+        "start_time": run.info.start_time, "end_time": run.info.end_time, "cell_key": tags.get(S.CELL_KEY),
+        "method": tags.get(S.METHOD), "benchmark": tags.get(S.BENCHMARK), "seed": _seed(tags),
     }
     row.update({k: v for k, v in tags.items() if not k.startswith("mlflow.") and k not in row})
     row.update({f"param.{k}": v for k, v in run.data.params.items()})
     row.update(dict(run.data.metrics))
     return row
+
+
+def _json_list(value: str | None) -> list[str]:
+    try:
+        got = json.loads(value or "[]")
+    except ValueError:
+        return [value] if value else []
+    return [str(x) for x in got] if isinstance(got, list) else [str(got)]
+
+
+def _stage_row(run: Any) -> dict[str, Any]:
+    tags = run.data.tags
+    row: dict[str, Any] = {"run_id": run.info.run_id, "status": run.info.status, "start_time": run.info.start_time,
+                           "key": tags.get(S.STAGE_KEY), "kind": tags.get(S.STAGE_KIND),
+                           "methods": _json_list(tags.get(S.STAGE_METHODS)),
+                           "targets": _json_list(tags.get(S.STAGE_TARGETS)),
+                           "fail_reason": tags.get(S.FAIL_REASON, "")}
+    row.update({k: v for k, v in tags.items() if not k.startswith("mlflow.") and k not in row})
+    row.update(dict(run.data.metrics))
+    return row
+
+
+STAGE_COLUMNS = ["run_id", "status", "start_time", "key", "kind", "methods", "targets", "fail_reason"]
 
 
 def _cell_artifacts(tracker: Tracker, run_id: str, finished: bool) -> tuple[list[dict], dict[str, Any]]:
@@ -703,15 +831,15 @@ def load_experiment(uri: str | None, experiment: str, *, workers: int = 8) -> Ex
         raise ConfigError(f"No experiment named {experiment!r} in the MLflow store {tracker.uri}; run it first "
                           "or check the name and tracking URI.")
     tracker._experiment_id = exp.experiment_id
-    runs = tracker._search(f"tags.`{KIND}` = 'cell'")
+    runs = tracker._search(f"tags.`{S.KIND}` = '{S.KIND_CELL}'")
     cells = pd.DataFrame([_cell_row(r) for r in runs])
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         arts = list(pool.map(lambda r: _cell_artifacts(tracker, r.info.run_id, r.info.status == "FINISHED"), runs))
     cand_rows, rec_rows = [], []
     for run, (cands, records) in zip(runs, arts, strict=True):
-        base = {"run_id": run.info.run_id, "cell_key": run.data.tags.get(CELL_KEY),
-                "method": run.data.tags.get(TAG + "method"), "benchmark": run.data.tags.get(TAG + "benchmark"),
-                "seed": _cell_row(run)["seed"]}
+        tags = run.data.tags
+        base = {"run_id": run.info.run_id, "cell_key": tags.get(S.CELL_KEY), "method": tags.get(S.METHOD),
+                "benchmark": tags.get(S.BENCHMARK), "seed": _seed(tags)}
         for d in cands:
             cost = d.get("cost") or {}
             cand_rows.append({**base, **{k: v for k, v in d.items() if k != "cost"},
@@ -726,10 +854,13 @@ def load_experiment(uri: str | None, experiment: str, *, workers: int = 8) -> Ex
     # roots keep parent_id None (pandas would make it NaN in a string column)
     candidates["parent_id"] = pd.Series([r.get("parent_id") for r in cand_rows], dtype=object, index=candidates.index)
     records = pd.DataFrame(rec_rows) if rec_rows else pd.DataFrame(columns=rec_cols)
-    settings: dict[str, Any] = {"experiment_tags": dict(exp.tags)}
-    exp_runs = tracker._search(f"tags.`{KIND}` = 'experiment'", max_results=5)
+    stage_runs = tracker._search(f"tags.`{S.KIND}` = '{S.KIND_STAGE}'")
+    stages = pd.DataFrame([_stage_row(r) for r in stage_runs]) if stage_runs else pd.DataFrame(columns=STAGE_COLUMNS)
+    settings: dict[str, Any] = {"experiment_tags": dict(exp.tags), "run_tags": {}}
+    exp_runs = tracker._search(f"tags.`{S.KIND}` = '{S.KIND_EXPERIMENT}'", max_results=5)
     if exp_runs:
         rid = exp_runs[0].info.run_id
+        settings["run_tags"] = dict(exp_runs[0].data.tags)
         settings["config"] = tracker._read_json(rid, "config.json") or {}
         settings["code_version"] = tracker._read_json(rid, "code_version.json") or {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -739,4 +870,4 @@ def load_experiment(uri: str | None, experiment: str, *, workers: int = 8) -> Ex
                 settings["config_text"] = ""
     if cells.empty:
         cells = pd.DataFrame(columns=["run_id", "run_name", "status", "cell_key", "method", "benchmark", "seed"])
-    return ExperimentData(tracker.uri, experiment, exp.experiment_id, cells, candidates, records, settings)
+    return ExperimentData(tracker.uri, experiment, exp.experiment_id, cells, candidates, records, settings, stages)

@@ -7,44 +7,72 @@ count; when a cell (method x benchmark x seed) has several finished runs, the ne
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from reports import stats
+from harness import schema as S
+from reports import cells as bookkeeping
+from reports import paper, stats
 
 MANUAL = "manual-cot"
-COST_METRICS = ("requests", "tokens", "usd", "evaluations", "cache_hits", "wall_s")
+COST_METRICS = S.COST_METRICS
 ABLATION_MARKS = ("no-archive", "no-self-improve", "no_archive", "no_self_improve")
+PAPER_BASELINES = ("manual-cot", "textgrad", "metaspo")
 SMALL_ITEMS = 50  # fewer test items per cell than this: a small run
 SMALL_SEEDS = 3
 
 
-def is_sepo(method: str, bases: dict[str, str] | None = None) -> bool:
-    """A SePO variant: by its registered method (tag sepo.base_method) when known, else by its name."""
-    return str((bases or {}).get(method, method)).lower().startswith("sepo")
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method is: its registered method, family (schema.FAMILIES) and the method it ablates ("")."""
+
+    base: str
+    family: str
+    ablation_of: str = ""
 
 
-def is_ablation(method: str, bases: dict[str, str] | None = None) -> bool:
-    return any(m in str(x).lower() for m in ABLATION_MARKS for x in (method, (bases or {}).get(method, "")))
+def infer_info(method: str, base: str | None = None, family: Any = None, ablation_of: Any = None) -> MethodInfo:
+    """A method's info from its tags; absent tags (stores written before them) are inferred from the names:
+    SePO by a "sepo" prefix, baselines the paper's, other optimizers peers, ablations by their marks."""
+    base = str(base) if S.is_set(base) else method
+    if family not in S.FAMILIES:
+        family = (S.FAMILY_SEPO if base.lower().startswith("sepo") else
+                  S.FAMILY_BASELINE if base in PAPER_BASELINES else S.FAMILY_PEER)
+    if not isinstance(ablation_of, str) or ablation_of.lower() in ("nan", "none"):
+        marked = any(m in x.lower() for m in ABLATION_MARKS for x in (method, base))
+        ablation_of = "sepo-generalist" if marked else ""
+    return MethodInfo(base, family, ablation_of)
 
 
-def is_manual(method: str, bases: dict[str, str] | None = None) -> bool:
-    return MANUAL in (method, (bases or {}).get(method))
-
-
-def base_methods(cells: pd.DataFrame) -> dict[str, str]:
-    """Run name -> registered method (tag sepo.base_method), for named setting groups such as sepo-fast."""
-    if cells.empty or "sepo.base_method" not in cells:
+def method_infos(cells: pd.DataFrame) -> dict[str, MethodInfo]:
+    """Run name -> MethodInfo, from the tags base_method, family and ablation_of of its newest cell."""
+    if cells.empty:
         return {}
-    pairs = cells[["method", "sepo.base_method"]].dropna().drop_duplicates("method")
-    return dict(zip(pairs.method, pairs["sepo.base_method"], strict=True))
+    out = {}
+    for m, g in cells.groupby("method", sort=True):
+        row = g.iloc[0]
+        out[str(m)] = infer_info(str(m), row.get(S.BASE_METHOD), row.get(S.FAMILY), row.get(S.ABLATION_OF))
+    return out
 
 
-def _true(v: Any) -> bool:
-    return str(v).strip().lower() in ("true", "1", "yes")
+def _info(method: str, infos: Mapping[str, MethodInfo] | None) -> MethodInfo:
+    return (infos or {}).get(method) or infer_info(method)
+
+
+def is_sepo(method: str, infos: Mapping[str, MethodInfo] | None = None) -> bool:
+    return _info(method, infos).family == S.FAMILY_SEPO
+
+
+def is_ablation(method: str, infos: Mapping[str, MethodInfo] | None = None) -> bool:
+    return bool(_info(method, infos).ablation_of)
+
+
+def is_manual(method: str, infos: Mapping[str, MethodInfo] | None = None) -> bool:
+    return MANUAL in (method, _info(method, infos).base)
 
 
 @dataclass
@@ -62,7 +90,15 @@ class Report:
     notes: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     benchmarks: list[str] = field(default_factory=list)
-    bases: dict[str, str] = field(default_factory=dict)  # run name -> registered method
+    infos: dict[str, MethodInfo] = field(default_factory=dict)
+    failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # method, benchmark, seed, reason
+    schedule: pd.DataFrame = field(default_factory=pd.DataFrame)  # per method: finished, stopped_early, failed
+    truncation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stages: pd.DataFrame = field(default_factory=pd.DataFrame)  # shared stages, cost once and amortised
+    stage_basis: str = "target"  # what a stage's cost is amortised over: "cell" or "target"
+    method_cost: pd.DataFrame = field(default_factory=pd.DataFrame)
+    simulated: bool = False
+    protocol: str | None = None  # schema.PROTOCOL_PAPER / PROTOCOL_SWAP, or None
 
 
 def finished_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -86,10 +122,10 @@ def item_scores(records: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return test[cols].reset_index(drop=True)
 
 
-def _order(methods: list[str], bases: dict[str, str] | None = None) -> list[str]:
+def _order(methods: list[str], infos: Mapping[str, MethodInfo] | None = None) -> list[str]:
     """Manual-CoT first, other baselines, then SePO variants, then ablations."""
     def rank(m: str) -> tuple[int, str]:
-        return (0 if is_manual(m, bases) else 1 if not is_sepo(m, bases) else 3 if is_ablation(m, bases) else 2, m)
+        return (0 if is_manual(m, infos) else 1 if not is_sepo(m, infos) else 3 if is_ablation(m, infos) else 2, m)
     return sorted(methods, key=rank)
 
 
@@ -143,12 +179,12 @@ def _distribution(groups: list[np.ndarray]) -> np.ndarray:
     return stats.two_stage_resamples(groups, n_resamples=stats.N_BOOT, seed=stats.BOOT_SEED)
 
 
-def comparison_pairs(methods: list[str], bases: dict[str, str] | None = None) -> list[tuple[str, str]]:
+def comparison_pairs(methods: list[str], infos: Mapping[str, MethodInfo] | None = None) -> list[tuple[str, str]]:
     """SePO variants (not ablations: they have their own table) vs each baseline; every method vs Manual-CoT."""
-    sepo = [m for m in methods if is_sepo(m, bases) and not is_ablation(m, bases)]
-    baselines = [m for m in methods if not is_sepo(m, bases)]
+    sepo = [m for m in methods if is_sepo(m, infos) and not is_ablation(m, infos)]
+    baselines = [m for m in methods if not is_sepo(m, infos)]
     pairs: list[tuple[str, str]] = [(s, b) for s in sepo for b in baselines]
-    for manual in [m for m in methods if is_manual(m, bases)]:
+    for manual in [m for m in methods if is_manual(m, infos)]:
         pairs += [(m, manual) for m in methods if m != manual]
     seen, out = set(), []
     for p in pairs:
@@ -190,26 +226,26 @@ def compare(scores: pd.DataFrame, pairs: list[tuple[str, str]], benchmarks: list
 
 
 def heldout_table(cells: pd.DataFrame, scores: pd.DataFrame, benchmarks: list[str],
-                  bases: dict[str, str] | None = None) -> pd.DataFrame:
+                  infos: Mapping[str, MethodInfo] | None = None) -> pd.DataFrame:
     """Table-2 shape: per method with held-out information, accuracy on held-in vs held-out targets."""
-    if "sepo.held_out" not in cells:
+    if S.HELD_OUT not in cells:
         return pd.DataFrame(columns=["method", "targets", "benchmark", "mean", "lo", "hi", "n_seeds", "n_items"])
-    flagged = cells[cells["sepo.held_out"].notna()]
-    methods = [m for m in _order(sorted(flagged.method.unique()), bases) if is_sepo(m, bases)]
+    flagged = cells[cells[S.HELD_OUT].notna()]
+    methods = [m for m in _order(sorted(flagged.method.unique()), infos) if is_sepo(m, infos)]
     rows = []
     for m in methods:
         mc = flagged[flagged.method == m]
-        if not mc["sepo.held_out"].map(_true).any():
+        if not mc[S.HELD_OUT].map(S.flag).any():
             continue
         for label, want in (("held-in", False), ("held-out", True)):
-            runs = mc[mc["sepo.held_out"].map(_true) == want]
+            runs = mc[mc[S.HELD_OUT].map(S.flag) == want]
             for b in benchmarks:
                 sub = scores[scores.run_id.isin(runs[runs.benchmark == b].run_id)]
                 groups = [g.score.to_numpy(float) for _, g in sub.groupby("seed", sort=True)]
                 if not groups:
                     continue
                 iv = stats.bootstrap_ci(groups)
-                in_pool = runs[runs.benchmark == b].get("sepo.target_in_pool")
+                in_pool = runs[runs.benchmark == b].get(S.TARGET_IN_POOL)
                 rows.append({"method": m, "targets": label, "benchmark": b, "mean": iv.mean, "lo": iv.lo,
                              "hi": iv.hi, "n_seeds": iv.n_seeds, "n_items": iv.n_items,
                              "target_in_pool": ",".join(sorted(set(map(str, in_pool.dropna()))))
@@ -219,14 +255,16 @@ def heldout_table(cells: pd.DataFrame, scores: pd.DataFrame, benchmarks: list[st
 
 
 def ablation_table(scores: pd.DataFrame, methods: list[str], benchmarks: list[str],
-                   bases: dict[str, str] | None = None) -> pd.DataFrame:
+                   infos: Mapping[str, MethodInfo] | None = None) -> pd.DataFrame:
     """Each ablation against the full method (the ablations are of SePO-Generalist, see harness/methods.py)."""
-    abl = [m for m in methods if is_ablation(m, bases)]
-    full = next((m for m in ("sepo-generalist", "sepo", "sepo-specialist") if m in methods), None)
-    if not abl or full is None:
-        return pd.DataFrame()
-    out = compare(scores, [(a, full) for a in abl], benchmarks)
-    return out
+    pairs = []
+    for a in (m for m in methods if is_ablation(m, infos)):
+        of = _info(a, infos).ablation_of
+        full = of if of in methods else next((m for m in ("sepo-generalist", "sepo", "sepo-specialist")
+                                              if m in methods), None)
+        if full is not None:
+            pairs.append((a, full))
+    return compare(scores, pairs, benchmarks) if pairs else pd.DataFrame()
 
 
 def cost_table(cells: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
@@ -246,31 +284,46 @@ def cost_table(cells: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bench_order(benchmarks: list[str]) -> list[str]:
+    """The paper's column order (AIME'25, ARC-AGI-1, GPQA, MBPP, Sudoku), other benchmarks after it."""
+    known = list(paper.BENCHMARKS)
+    return sorted(benchmarks, key=lambda b: (known.index(b) if b in known else len(known), b))
+
+
 def build(data: Any) -> Report:
     """All tables for an ExperimentData."""
     cells = finished_cells(data.cells)
     scores = item_scores(data.records, cells)
-    bases = base_methods(cells)
-    methods = _order(sorted(cells.method.dropna().unique()), bases) if len(cells) else []
-    benchmarks = sorted(cells.benchmark.dropna().unique()) if len(cells) else []
+    infos = method_infos(cells)
+    methods = _order(sorted(cells.method.dropna().unique()), infos) if len(cells) else []
+    benchmarks = bench_order(list(cells.benchmark.dropna().unique())) if len(cells) else []
     t1 = table1(scores, methods, benchmarks)
-    comps = compare(scores, comparison_pairs(methods, bases), benchmarks)
+    comps = compare(scores, comparison_pairs(methods, infos), benchmarks)
+    failed = bookkeeping.failed_cells(data.cells)
+    stages, basis = bookkeeping.stage_table(getattr(data, "stages", None), cells)
     report = Report(cells=cells, scores=scores, table1=t1, comparisons=comps,
-                    heldout=heldout_table(cells, scores, benchmarks, bases),
-                    ablations=ablation_table(scores, methods, benchmarks, bases),
-                    cost=cost_table(cells, scores), methods=methods, benchmarks=benchmarks, bases=bases)
-    report.warnings = warnings_for(data, cells, scores, comps)
+                    heldout=heldout_table(cells, scores, benchmarks, infos),
+                    ablations=ablation_table(scores, methods, benchmarks, infos),
+                    cost=cost_table(cells, scores), methods=methods, benchmarks=benchmarks, infos=infos,
+                    failed=failed, schedule=bookkeeping.schedule_table(cells, failed, methods),
+                    truncation=bookkeeping.truncation_table(cells, data.records), stages=stages,
+                    stage_basis=basis, method_cost=bookkeeping.method_cost(cells, stages, basis, methods),
+                    simulated=bookkeeping.is_simulated(data), protocol=bookkeeping.protocol(data))
+    report.warnings = warnings_for(data, cells, scores, comps, report)
     return report
 
 
-def warnings_for(data: Any, cells: pd.DataFrame, scores: pd.DataFrame, comps: pd.DataFrame) -> list[str]:
+def warnings_for(data: Any, cells: pd.DataFrame, scores: pd.DataFrame, comps: pd.DataFrame,
+                 report: Report | None = None) -> list[str]:
     out = []
     all_cells = data.cells
-    if "sepo.synthetic" in all_cells and all_cells["sepo.synthetic"].map(_true).any():
+    if S.SYNTHETIC in all_cells and all_cells[S.SYNTHETIC].map(S.flag).any():
         out.append("Synthetic experiment (a test fixture with scripted outcomes): these numbers are not results.")
-    if "sepo.local_models" in all_cells and all_cells["sepo.local_models"].map(_true).any():
+    if S.LOCAL_MODELS in all_cells and all_cells[S.LOCAL_MODELS].map(S.flag).any():
         out.append("Run on the embedded local models (small open models on CPU): a check of the pipeline, not "
                    "the paper's numbers.")
+    if report is not None:
+        out += status_warnings(report)
     if len(cells):
         seeds = cells.groupby(["method", "benchmark"]).seed.nunique()
         items = scores.groupby("run_id").size() if len(scores) else pd.Series(dtype=int)
@@ -289,9 +342,28 @@ def warnings_for(data: Any, cells: pd.DataFrame, scores: pd.DataFrame, comps: pd
     if finished > len(cells):
         out.append(f"{finished - len(cells)} older finished run(s) of the same method, benchmark and seed are "
                    "superseded by newer ones and left out.")
-    unfinished = len(all_cells) - finished
+    unfinished = int((~all_cells.status.isin(["FINISHED", "FAILED"])).sum()) if len(all_cells) else 0
+    if report is None:  # failed runs have their own banner in a full report
+        unfinished += int((all_cells.status == "FAILED").sum()) if len(all_cells) else 0
     if unfinished:
-        out.append(f"{unfinished} cell run(s) did not finish (running, failed or killed) and are left out.")
+        out.append(f"{unfinished} cell run(s) did not finish (running or killed) and are left out.")
     if not len(cells):
         out.append("No finished cells: nothing to compare yet.")
+    return out
+
+
+def status_warnings(r: Report, listed: int = 12) -> list[str]:
+    """Banners for failed cells (with their reasons) and cells stopped on budget before their schedule ended."""
+    out = []
+    if len(r.failed):
+        items = [f"{f.method} / {f.benchmark} / seed {f.seed}: {f.reason}" for f in r.failed.head(listed).itertuples()]
+        more = f"; and {len(r.failed) - listed} more" if len(r.failed) > listed else ""
+        out.append(f"{len(r.failed)} cell(s) failed and are left out of every table and test: " + "; ".join(items)
+                   + more + ".")
+    early = r.schedule[r.schedule.stopped_early > 0] if len(r.schedule) else r.schedule
+    if len(early):
+        per = ", ".join(f"{e.method} {e.stopped_early}/{e.finished}" for e in early.itertuples())
+        out.append(f"{int(early.stopped_early.sum())} of {int(r.schedule.finished.sum())} finished cells stopped on "
+                   f"budget before finishing their method's schedule ({per}): their scores are of a cut-short run, "
+                   "not of the method as specified (Table 1, column 'Stopped on budget').")
     return out

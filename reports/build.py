@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from reports import analysis, plots, render
+from reports import cells as bookkeeping
 
 
 def best_cell(report: analysis.Report) -> pd.Series | None:
@@ -16,7 +17,7 @@ def best_cell(report: analysis.Report) -> pd.Series | None:
         return None
     acc = report.scores.groupby("run_id").score.mean()
     cells = report.cells.set_index("run_id")
-    sepo = [r for r in acc.index if analysis.is_sepo(cells.loc[r, "method"], report.bases)]
+    sepo = [r for r in acc.index if analysis.is_sepo(cells.loc[r, "method"], report.infos)]
     pick = acc[sepo] if sepo else acc
     run_id = pick.idxmax()
     row = cells.loc[run_id].copy()
@@ -40,15 +41,21 @@ def figures(data: Any, report: analysis.Report, out: Path) -> dict[str, Path]:
 
 
 def tables(report: analysis.Report) -> list[render.Table]:
-    out = [render.table1(report),
-           render.comparisons(report.comparisons, "Paired comparisons per benchmark", "comparisons",
-                              render.COMPARISON_NOTE)]
+    out = [render.table1(report)]
+    t2 = render.table2(report)
+    if t2 is not None:
+        out.append(t2)
+    out.append(render.comparisons(report.comparisons, "Paired comparisons per benchmark", "comparisons",
+                                  render.COMPARISON_NOTE))
     held = render.heldout(report)
     if held is not None:
         out.append(held)
     if not report.ablations.empty:
         out.append(render.comparisons(report.ablations, "Ablations against the full method", "ablations",
                                       render.COMPARISON_NOTE.replace("this table", "the ablation table")))
+    out += [render.truncation(report), render.method_cost(report)]
+    if len(report.stages):
+        out.append(render.stages(report))
     out.append(render.cost(report))
     return out
 
@@ -65,11 +72,14 @@ def build_report(uri: str | None, experiment: str, out_dir: str | Path) -> dict[
     settings = render.settings_rows(data.settings, data.uri, experiment, report)
     title = f"SePO benchmark report: {experiment}"
     md = out / "report.md"
-    md.write_text(render.markdown(title, report.warnings, settings, tabs, figs), encoding="utf-8")
+    headline = bookkeeping.SIMULATED_BANNER if report.simulated else ""
+    md.write_text(render.markdown(title, report.warnings, settings, tabs, figs, headline), encoding="utf-8")
     page = out / "report.html"
     page.write_text(render.html_page(title, report.warnings, settings, tabs, figs,
-                                     data.settings.get("config_text", "")), encoding="utf-8")
+                                     data.settings.get("config_text", ""), headline), encoding="utf-8")
     for name, frame in (("table1", report.table1), ("comparisons", report.comparisons), ("cost", report.cost),
-                        ("heldout", report.heldout), ("ablations", report.ablations)):
+                        ("heldout", report.heldout), ("ablations", report.ablations),
+                        ("truncation", report.truncation), ("stages", report.stages),
+                        ("method_cost", report.method_cost), ("failed", report.failed)):
         frame.to_csv(out / f"{name}.csv", index=False)
     return {"markdown": md, "html": page, **figs}

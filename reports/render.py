@@ -6,13 +6,14 @@ import base64
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from reports import stats
+from harness import schema as S
+from reports import analysis, paper, stats
 from reports.analysis import Report
 
 
@@ -23,6 +24,7 @@ class Table:
     rows: list[list[str]]
     note: str = ""
     key: str = ""  # an id for the HTML (tests look tables up by it)
+    muted: list[int] = field(default_factory=list)  # rows shown as reference (e.g. the paper's numbers)
 
 
 def pct(x: Any, digits: int = 1) -> str:
@@ -55,28 +57,114 @@ def num(x: Any) -> str:
     return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
 
 
-def table1(r: Report) -> Table:
-    cols = [*r.benchmarks, "Average"] if len(r.benchmarks) > 1 else list(r.benchmarks)
+def _title(b: str) -> str:
+    return paper.BENCHMARKS.get(b, b)
+
+
+def _acc_cells(r: Report, m: str, cols: list[str], best: dict[str, float]) -> list[str]:
     t = r.table1.set_index(["method", "benchmark"]) if len(r.table1) else None
-    rows = []
-    for m in r.methods:
-        row = [m]
-        for b in cols:
-            if t is None or (m, b) not in t.index:
-                row.append("–")
-                continue
-            e = t.loc[(m, b)]
-            if e["n_seeds"] == 0:
-                row.append("–")
-                continue
-            mark = "**" if e["best"] else ""
-            n = f"{int(e['n_items'])} items" if b == "Average" else f"n={int(e['n_seeds'])}×{_per_seed(r, m, b)}"
-            row.append(f"{mark}{pct(e['mean'])}{mark} [{pct(e['lo'])}, {pct(e['hi'])}] {n}")
-        rows.append(row)
-    return Table("Table 1: test accuracy (%)", ["Method", *cols], rows, key="table1", note=(
+    out = []
+    for b in cols:
+        if t is None or (m, b) not in t.index or t.loc[(m, b)]["n_seeds"] == 0:
+            out.append("–")
+            continue
+        e = t.loc[(m, b)]
+        mark = "**" if math.isclose(e["mean"], best.get(b, math.nan)) else ""
+        n = f"{int(e['n_items'])} items" if b == "Average" else f"n={int(e['n_seeds'])}×{_per_seed(r, m, b)}"
+        out.append(f"{mark}{pct(e['mean'])}{mark} [{pct(e['lo'])}, {pct(e['hi'])}] {n}")
+    return out
+
+
+def _best(r: Report, methods: list[str]) -> dict[str, float]:
+    """The best mean per column among the rows of one table."""
+    t = r.table1[r.table1.method.isin(methods)] if len(r.table1) else r.table1
+    return t.groupby("benchmark")["mean"].max().dropna().to_dict() if len(t) else {}
+
+
+def _paper_row(ref: dict[str, dict[str, float]], r: Report, m: str, cols: list[str]) -> list[str] | None:
+    base = r.infos[m].base if m in r.infos else m
+    got = ref.get(m) or ref.get(base)
+    if not got:
+        return None
+    return [f"{m}: paper"] + [f"{got[k]:.2f}" if k in got else "–"
+                              for k in (paper.AVERAGE if b == "Average" else b for b in cols)]
+
+
+def _stopped(r: Report, m: str) -> str:
+    s = r.schedule.set_index("method") if len(r.schedule) else None
+    if s is None or m not in s.index:
+        return "–"
+    e = s.loc[m]
+    text = f"{int(e['stopped_early'])}/{int(e['finished'])}"
+    return text + (f" (+{int(e['failed'])} failed)" if e["failed"] else "")
+
+
+def _accuracy_table(r: Report, methods: list[str], ref: dict, title: str, key: str, note: str) -> Table:
+    cols = [*r.benchmarks, "Average"] if len(r.benchmarks) > 1 else list(r.benchmarks)
+    rows, muted = [], []
+    best = _best(r, methods)
+    for m in methods:
+        rows.append([m, *_acc_cells(r, m, cols, best), _stopped(r, m)])
+        extra = _paper_row(ref, r, m, cols)
+        if extra is not None:
+            muted.append(len(rows))
+            rows.append([*extra, ""])
+    if ref:
+        note += (f" Rows 'paper': the numbers {paper.CITATION} reports for this protocol (– where it gives none); "
+                 "its average is over its five benchmarks.")
+    headers = ["Method", *[paper.AVERAGE if b == "Average" else _title(b) for b in cols], "Stopped on budget"]
+    return Table(title, headers, rows, key=key, note=note, muted=muted)
+
+
+def table1_methods(r: Report) -> list[str]:
+    """Table 1's rows: the paper's methods in its order, then every other method that is not an ablation."""
+    rank = {m: i for i, m in enumerate(paper.TABLE1_METHODS)}
+
+    def key(m: str) -> tuple[int, int]:
+        base = r.infos[m].base if m in r.infos else m
+        return (0, rank[m]) if m in rank else (0, rank[base]) if base in rank else (1, r.methods.index(m))
+    return sorted((m for m in r.methods if not analysis.is_ablation(m, r.infos)), key=key)
+
+
+def table2_methods(r: Report) -> list[str]:
+    """Table 2's rows: each full method that is ablated, then its ablations."""
+    abl = [m for m in r.methods if analysis.is_ablation(m, r.infos)]
+    full = [m for m in dict.fromkeys(r.infos[a].ablation_of if a in r.infos else "" for a in abl) if m in r.methods]
+    rank = {m: i for i, m in enumerate(paper.TABLE2_METHODS)}
+    return full + sorted(abl, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+STOPPED_NOTE = (" Stopped on budget: cells that stopped on their budget before finishing their method's schedule, of "
+                "the finished cells (tag schedule_complete; stores without it: any budget stop).")
+
+
+def dollars(x: Any) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(v) else f"{v:,.2f}"
+
+
+def table1(r: Report) -> Table:
+    ref = paper.reference(r.protocol)[0]
+    return _accuracy_table(r, table1_methods(r), ref, "Table 1: test accuracy (%)", "table1", (
         "Mean over seeds of the per-seed test accuracy, with a 95% percentile bootstrap interval (seeds and "
         "items resampled; one seed: items), in percentage points. n = seeds × test items per seed. "
-        "Bold: best in the column. Average: mean over benchmarks, its interval from the same resamples."))
+        "Bold: best in the column (of this table's rows). avg: mean over benchmarks, its interval from the same "
+        "resamples." + STOPPED_NOTE
+        + (" " + swap_note(r) if swap_note(r) else "")))
+
+
+def table2(r: Report) -> Table | None:
+    methods = table2_methods(r)
+    if not any(analysis.is_ablation(m, r.infos) for m in methods):
+        return None
+    ref = paper.reference(r.protocol)[1]
+    return _accuracy_table(r, methods, ref, "Table 2: ablations of SePO (test accuracy, %)", "table2", (
+        "The full method and its ablations (no self-improvement: p~ never evolves; no archive: linear search "
+        "from the latest candidate), as Table 1. Paired tests: 'Ablations against the full method'."
+        + STOPPED_NOTE))
 
 
 def _per_seed(r: Report, method: str, bench: str) -> str:
@@ -117,10 +205,10 @@ def heldout(r: Report) -> Table | None:
                  for row in g.itertuples()}
         pool = ",".join(sorted({v for v in g.target_in_pool if v}))
         rows.append([m, targets, *[cells.get(b, "–") for b in r.benchmarks], pool or "–"])
-    return Table("Held-out generalization (Table 2 shape): test accuracy (%)",
+    return Table("Held-out generalization: test accuracy (%)",
                  ["Method", "Targets", *r.benchmarks, "Target in pool"], rows, key="heldout", note=(
                      "Held-in: the target was in the prompt agent's pre-training pool; held-out: it was kept out "
-                     "(tags sepo.held_out and sepo.target_in_pool of each cell)."))
+                     f"(tags {S.HELD_OUT} and {S.TARGET_IN_POOL} of each cell)."))
 
 
 def cost(r: Report) -> Table:
@@ -132,6 +220,81 @@ def cost(r: Report) -> Table:
     return Table("Cost per cell (mean over seeds)", ["Method", "Benchmark", "Cells", "Accuracy (%)", "Requests",
                                                      "Tokens", "Dollars", "Evaluations", "Dollars, all seeds"],
                  rows, key="cost", note="From each cell's metrics (both roles: task and prompt agent).")
+
+
+def truncation(r: Report) -> Table:
+    """Test replies cut off at the reply cap, per method x benchmark, and for the initial prompt."""
+    t = r.truncation
+    caps: dict[str, set[int]] = {}
+    for row in t.itertuples():
+        caps.setdefault(row.benchmark, set()).update(row.max_tokens or [])
+    heads = [_title(b) + (f" (cap {', '.join(map(str, sorted(caps[b])))})" if caps.get(b) else "")
+             for b in r.benchmarks]
+    idx = t.set_index(["method", "benchmark"]) if len(t) else None
+
+    def rate(k: float, n: float) -> str:
+        return "–" if not n or math.isnan(n) or math.isnan(k) else f"{100 * k / n:.1f}% ({int(k)}/{int(n)})"
+
+    rows = [[m, *[rate(idx.loc[(m, b), "truncated"], idx.loc[(m, b), "n"])
+                  if idx is not None and (m, b) in idx.index else "–" for b in r.benchmarks]] for m in r.methods]
+    if len(t) and t.initial_n.notna().any():
+        init = t.groupby("benchmark")[["initial_truncated", "initial_n"]].sum(min_count=1)
+        rows.append(["initial prompt", *[rate(init.loc[b, "initial_truncated"], init.loc[b, "initial_n"])
+                                         if b in init.index else "–" for b in r.benchmarks]])
+    return Table("Truncated replies (% of test replies cut off at the reply cap)", ["Method", *heads], rows,
+                 key="truncation", muted=[len(rows) - 1] if rows and rows[-1][0] == "initial prompt" else [],
+                 note="Metrics test_truncated / n_test of each finished cell, summed over seeds (stores without "
+                      "them: counted from the per-example records); cap: the task agent's reply cap on the test "
+                      "split (metric max_tokens). A high rate penalises long reasoning and rewards brevity.")
+
+
+def _basis(r: Report) -> str:
+    return "cell" if r.stage_basis == "cell" else "target"
+
+
+def stages(r: Report) -> Table:
+    """Shared stages: cost once, and amortised over the cells (or targets) they serve."""
+    unit = _basis(r)
+    rows = []
+    for s in r.stages.itertuples():
+        rows.append([s.kind, s.key, ", ".join(s.methods), ", ".join(s.targets), s.status, num(s.requests),
+                     num(s.tokens), dollars(s.usd), num(s.evaluations), num(s.wall_s), str(s.served),
+                     dollars(s.usd_each), num(s.evaluations_each)])
+    total = float(r.stages.usd.sum()) if len(r.stages) else 0.0
+    how = ("its cost / the finished cells of this report that used it (tag stage_keys)" if unit == "cell" else
+           "its cost / (targets × methods) it serves (the cells do not name their stages)")
+    return Table("Shared stages (cost once, amortised)", ["Stage", "Key", "Methods", "Targets", "Status", "Requests",
+                 "Tokens", "Dollars (once)", "Evaluations", "Wall (s)", f"{unit.title()}s served",
+                 f"Dollars per {unit}", f"Evaluations per {unit}"], rows, key="stages",
+                 note=f"Amortised per {unit}: {how}. Shared stages in total: ${total:,.2f}, paid once. "
+                      f"{paper.COST_NOTE}")
+
+
+def method_cost(r: Report) -> Table:
+    """Per method: its own per-cell cost (fine-tuning) beside its share of the shared stages."""
+    unit = _basis(r)
+    rows = []
+    for c in r.method_cost.itertuples():
+        rows.append([c.method, str(c.cells), dollars(c.usd), f"{dollars(c.usd_lo)}-{dollars(c.usd_hi)}",
+                     num(c.evaluations), dollars(c.stage_usd), num(c.stage_evaluations)])
+    cells_usd = float(pd.to_numeric(r.cells.get("usd"), errors="coerce").sum()) if "usd" in r.cells else 0.0
+    stage_usd = float(r.stages.usd.sum()) if len(r.stages) else 0.0
+    return Table("Cost per method: own run per cell, shared stages amortised", [
+        "Method", "Cells", "Dollars per cell (own run)", "Range over benchmarks", "Evaluations per cell",
+        f"Shared stages, dollars per {unit}", f"Shared stages, evaluations per {unit}"], rows, key="method_cost",
+        note=f"Own run: the cell's metrics (fine-tuning, both roles). Shared stages amortised per {unit} "
+             f"(see 'Shared stages'). Whole experiment: cells ${cells_usd:,.2f} + shared stages ${stage_usd:,.2f} "
+             f"once = ${cells_usd + stage_usd:,.2f}. {paper.COST_NOTE}")
+
+
+def swap_note(r: Report) -> str:
+    """The model-swap experiment's published averages, when the run is that protocol."""
+    if r.protocol != S.PROTOCOL_SWAP:
+        return ""
+    ref = paper.SWAP
+    return (f"Model swap ({paper.SWAP_MODELS}): {paper.CITATION} reports avg "
+            f"{ref['manual-cot']['avg']:.2f} -> {ref['sepo-generalist']['avg']:.2f} (read as Manual-CoT -> "
+            "SePO-Generalist; the paper gives only these averages).")
 
 
 def settings_rows(settings: dict[str, Any], uri: str, experiment: str, r: Report) -> list[tuple[str, str]]:
@@ -150,6 +313,10 @@ def settings_rows(settings: dict[str, Any], uri: str, experiment: str, r: Report
 
     seeds = sorted({int(s) for s in r.cells.seed}) if len(r.cells) else []
     rows = [("Experiment", f"{experiment} ({uri})"),
+            ("Endpoint", "SIMULATED (the rehearsal's built-in world)" if r.simulated else "as configured below"),
+            ("Protocol", {S.PROTOCOL_PAPER: f"the paper's ({paper.CITATION}, Tables 1 and 2)",
+                          S.PROTOCOL_SWAP: f"the paper's model swap ({paper.SWAP_MODELS})"}.get(r.protocol or "",
+                                                                                           "not the paper's")),
             ("Code version", ", ".join(f"{k} {v}" for k, v in code.items()) or "not recorded"),
             ("Seeds", ", ".join(map(str, seeds)) or "–"),
             ("Methods", ", ".join(r.methods) or "–"), ("Benchmarks", ", ".join(r.benchmarks) or "–"),
@@ -187,7 +354,8 @@ def _md_table(t: Table) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
     lines = [f"### {t.title}", "", "| " + " | ".join(map(cell, t.headers)) + " |",
              "|" + "|".join("---" for _ in t.headers) + "|"]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in t.rows]
+    lines += ["| " + " | ".join(map(cell, [f"_{row[0]}_", *row[1:]] if i in t.muted else row)) + " |"
+              for i, row in enumerate(t.rows)]
     if not t.rows:
         lines.append("| " + " | ".join(["(none)"] + [""] * (len(t.headers) - 1)) + " |")
     if t.note:
@@ -196,8 +364,9 @@ def _md_table(t: Table) -> str:
 
 
 def markdown(title: str, warnings: list[str], settings: list[tuple[str, str]], tables: list[Table],
-             figures: dict[str, Path]) -> str:
-    out = [f"# {title}", ""]
+             figures: dict[str, Path], headline: str = "") -> str:
+    out = [f"> **{headline}**", ""] if headline else []
+    out += [f"# {title}", ""]
     for w in warnings:
         out += [f"> **Warning:** {w}", ""]
     out += ["", "## Settings", "", "| | |", "|---|---|"]
@@ -229,6 +398,8 @@ figure{margin:16px 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:12px}
 .broken{outline:4px solid red}
 pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
+.headline{background:#f8d7da;border-color:#c0392b;font-size:1.3em;font-weight:700;color:#7b1d1d}
+tr.ref td{color:#666;font-style:italic;background:#f4f7fb !important}
 """
 
 # Marks an image that failed to decode (a red outline and a body attribute the screenshot script reads).
@@ -249,7 +420,7 @@ def _html_table(t: Table) -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in t.headers)
     body = []
-    for row in t.rows:
+    for i, row in enumerate(t.rows):
         tds = []
         for v in row:
             s = str(v)
@@ -258,7 +429,7 @@ def _html_table(t: Table) -> str:
                 tds.append(f'<td class="best">{e(inner)}</td>')
             else:
                 tds.append(f"<td>{e(s)}</td>")
-        body.append("<tr>" + "".join(tds) + "</tr>")
+        body.append(("<tr class='ref'>" if i in t.muted else "<tr>") + "".join(tds) + "</tr>")
     if not t.rows:
         body.append(f'<tr><td colspan="{len(t.headers)}">(none)</td></tr>')
     note = f'<p class="note">{e(t.note)}</p>' if t.note else ""
@@ -267,10 +438,13 @@ def _html_table(t: Table) -> str:
 
 
 def html_page(title: str, warnings: list[str], settings: list[tuple[str, str]], tables: list[Table],
-              figures: dict[str, Path], config_text: str = "") -> str:
+              figures: dict[str, Path], config_text: str = "", headline: str = "") -> str:
     e = html.escape
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
-             f"<style>{CSS}</style><script>{CHECK_JS}</script></head><body>", f"<h1>{e(title)}</h1>"]
+             f"<style>{CSS}</style><script>{CHECK_JS}</script></head><body>"]
+    if headline:
+        parts.append(f'<div class="banner headline" id="headline">{e(headline)}</div>')
+    parts.append(f"<h1>{e(title)}</h1>")
     parts += [f'<div class="banner"><b>Warning:</b> {e(w)}</div>' for w in warnings]
     parts.append("<h2>Settings</h2><table class='settings'>")
     parts += [f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in settings]

@@ -271,9 +271,23 @@ def test_graded_and_unmatched_scores_use_permutation_tests():
 
 def test_named_setting_groups_count_by_their_registered_method():
     bases = {"fast": "sepo-generalist", "cot": "manual-cot", "tg": "textgrad", "abl": "sepo-no-archive"}
-    pairs = analysis.comparison_pairs(["cot", "tg", "fast", "abl"], bases)
+    infos = {m: analysis.infer_info(m, b) for m, b in bases.items()}  # a store without family tags
+    pairs = analysis.comparison_pairs(["cot", "tg", "fast", "abl"], infos)
     assert set(pairs) == {("fast", "tg"), ("fast", "cot"), ("tg", "cot"), ("abl", "cot")}
-    assert analysis._order(["fast", "abl", "tg", "cot"], bases) == ["cot", "tg", "fast", "abl"]
+    assert analysis._order(["fast", "abl", "tg", "cot"], infos) == ["cot", "tg", "fast", "abl"]
+
+
+def test_family_and_ablation_come_from_tags_before_names():
+    from harness import schema as S
+
+    tagged = analysis.infer_info("evo", "gepa", S.FAMILY_SEPO, "")  # the runner says: a SePO variant
+    assert tagged.family == "sepo" and not tagged.ablation_of
+    named = analysis.infer_info("sepo-no-archive")  # an old store: guessed from the name
+    assert (named.family, named.ablation_of) == ("sepo", "sepo-generalist")
+    assert analysis.infer_info("sepo-no-archive", None, S.FAMILY_SEPO, "").ablation_of == ""  # the tag wins
+    assert analysis.infer_info("espl").family == S.FAMILY_PEER and analysis.infer_info("metaspo").family == "baseline"
+    infos = {"evo": tagged, "cot": analysis.infer_info("manual-cot")}
+    assert analysis.comparison_pairs(["cot", "evo"], infos) == [("evo", "cot")]
 
 
 def test_an_experiment_with_no_finished_cell_still_reports(tmp_path):

@@ -1,0 +1,125 @@
+"""The report of the paper's grid: a synthetic store (tests/paper_grid.py, written through Tracker like the
+runner) read back and rendered; the layout is checked against what was written: the simulated banner first,
+Table 1 / Table 2 in the paper's layout with its numbers, stopped and failed cells, truncation rates, shared
+stages once and amortised per cell. The default run writes one seed (45 cells); the full 225 cells are slow."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import schema as S
+from reports import build_report, paper
+from reports.cells import SIMULATED_BANNER
+from tests import paper_grid as G
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import screenshot  # noqa: E402
+
+TABLES = ("table1", "table2", "comparisons", "ablations", "heldout", "truncation", "method_cost", "stages", "cost")
+
+
+def md_table(md: str, title: str) -> list[list[str]]:
+    """The rows (header first) of the Markdown table under '### <title>...'."""
+    block = md.split(f"### {title}", 1)[1].split("\n\n", 2)[1]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in block.splitlines() if
+            not line.startswith("|---")]
+
+
+def check_report(grid: G.Grid, paths: dict[str, Path]) -> None:
+    md, html = paths["markdown"].read_text(), paths["html"].read_text()
+    seeds = len(grid.seeds)
+    assert md.splitlines()[0] == f"> **{SIMULATED_BANNER}**"
+    body = html.split("<body>", 1)[1].lstrip()
+    assert body.startswith('<div class="banner headline" id="headline">SIMULATED endpoint')
+    assert screenshot.check_static(html, TABLES) == []
+
+    t1 = md_table(md, "Table 1")
+    assert t1[0] == ["Method", *paper.BENCHMARKS.values(), "avg", "Stopped on budget"]
+    labels = [r[0] for r in t1[1:]]
+    assert labels == ["manual-cot", "_manual-cot: paper_", "textgrad", "_textgrad: paper_", "metaspo",
+                      "_metaspo: paper_", "sepo-specialist", "_sepo-specialist: paper_", "sepo-generalist",
+                      "_sepo-generalist: paper_", "espl", "gepa"]
+    rows = {r[0]: r for r in t1[1:]}
+    assert rows["_sepo-generalist: paper_"][1:7] == ["64.22", "43.39", "78.18", "96.20", "99.90", "76.38"]
+    assert rows["metaspo"][-1] == f"{seeds}/{5 * seeds}"  # Sudoku: stopped before the schedule, every seed
+    assert rows["espl"][-1] == f"0/{5 * seeds}"  # stopped on budget after its schedule: not cut short
+    assert rows["gepa"][-1] == f"0/{5 * seeds - 1} (+1 failed)"
+    gepa_arc = rows["gepa"][2]
+    assert gepa_arc == "–" if seeds == 1 else f"n={seeds - 1}×{grid.n_test}" in gepa_arc  # failed: left out
+
+    t2 = md_table(md, "Table 2")
+    assert [r[0] for r in t2[1:]] == ["sepo-generalist", "_sepo-generalist: paper_", "sepo-no-self-improve",
+                                      "_sepo-no-self-improve: paper_", "sepo-no-archive", "_sepo-no-archive: paper_"]
+    assert {r[0]: r for r in t2}["_sepo-no-archive: paper_"][1:7] == ["57.24", "–", "–", "–", "–", "72.64"]
+    assert {r[0]: r for r in t2}["sepo-no-archive"][-1] == f"1/{5 * seeds}"  # AIME seed 0 only
+
+    banners = re.findall(r"> \*\*Warning:\*\* (.*)", md)
+    failed = next(b for b in banners if "failed" in b)
+    assert f"gepa / arc / seed 0: {G.FAIL_REASON}" in failed
+    cut = next(b for b in banners if "before finishing their method's schedule" in b)
+    assert f"metaspo {seeds}/{5 * seeds}" in cut and f"sepo-no-archive 1/{5 * seeds}" in cut
+
+    tr = md_table(md, "Truncated replies")
+    assert tr[0] == ["Method", *[f"{t} (cap {G.BENCHMARKS[b]})" for b, t in paper.BENCHMARKS.items()]]
+    trows = {r[0]: r for r in tr[1:]}
+    assert set(trows) == {*G.METHODS, "_initial prompt_"}
+    for m in G.METHODS:
+        for i, b in enumerate(G.BENCHMARKS, start=1):
+            counted = seeds - ((m, b) == G.FAILED[:2])  # the failed cell's seed is left out
+            n = grid.n_test * counted
+            k = sum(G.truncated(m, b, j) for j in range(grid.n_test)) * counted
+            assert trows[m][i] == (f"{100 * k / n:.1f}% ({k}/{n})" if n else "–"), (m, b)
+
+    st = md_table(md, "Shared stages")
+    srows = {r[1]: r for r in st[1:]}
+    assert set(srows) == set(grid.stage_usd)
+    gen = srows["p-star/generalist"]
+    assert gen[0] == S.STAGE_PRETRAIN and gen[7] == "37.00" and gen[10] == str(5 * seeds)
+    assert float(gen[11]) == pytest.approx(37.0 / (5 * seeds), abs=0.01)
+    assert "Amortised per cell" in md and "Shared stages in total: $" in md
+    total = sum(grid.stage_usd.values())
+    assert f"shared stages ${total:,.2f} once" in md
+
+    mc = {r[0]: r for r in md_table(md, "Cost per method")[1:]}
+    assert float(mc["sepo-generalist"][5]) == pytest.approx(37.0 / (5 * seeds), abs=0.01)
+    assert float(mc["sepo-specialist"][5]) == pytest.approx(6.0 / seeds, abs=0.01)
+    assert mc["manual-cot"][5] == "0.00"
+
+
+@pytest.fixture(scope="module")
+def grid45(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grid45")
+    t0 = time.monotonic()
+    grid = G.write_grid(str(d), seeds=1)
+    written = time.monotonic() - t0
+    out = d / "report"
+    return grid, build_report(str(d), grid.experiment, out), written
+
+
+def test_paper_grid_report_layout_45_cells(grid45):
+    grid, paths, _ = grid45
+    assert grid.cells == 45
+    check_report(grid, paths)
+
+
+@pytest.mark.skipif(screenshot.find_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_paper_grid_report_renders_in_chromium(grid45):
+    _, paths, _ = grid45
+    dom = screenshot.rendered_dom(str(paths["html"]))
+    assert screenshot.check_rendered(dom, TABLES) == []
+    assert 'id="headline"' in dom and "SIMULATED endpoint" in dom
+
+
+@pytest.mark.slow
+def test_paper_grid_report_layout_225_cells():
+    with tempfile.TemporaryDirectory() as d:
+        grid = G.write_grid(d, seeds=5)
+        assert grid.cells == 225
+        check_report(grid, build_report(d, grid.experiment, Path(d) / "report"))
