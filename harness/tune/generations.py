@@ -10,20 +10,15 @@ STEP_STRIDE = 1000  # intermediate-value steps of cell i of a trial are i * STEP
 
 
 class GenerationReporter:
-    """One intermediate value per finished generation: the best admitted train (minibatch) score so far, then
-    the pruner's question. A method that reports `on_generation_end` says when a generation ends, and a
-    pruned trial is stopped through `should_stop`. For a method that does not yet (`kids` given: children per
-    generation from its settings), the end is guessed from arriving candidates (a generation's last child, else
-    the next generation's first) and a pruned trial raises optuna.TrialPruned from `candidate`. Pre-training
-    generations do not count. With prune=False (multi-objective studies) the values are only recorded."""
+    """One intermediate value per finished generation (the method's `on_generation_end`): the best admitted
+    train (minibatch) score so far, then the pruner's question; a pruned trial is stopped through the method's
+    `should_stop`. Pre-training generations do not count. With prune=False (multi-objective studies) the values
+    are only recorded."""
 
-    def __init__(self, trial, offset: int, prune: bool, on_report: Callable[[int, float], None] | None = None, *,
-                 guess: bool = False, kids: int | None = None) -> None:
+    def __init__(self, trial, offset: int, prune: bool, on_report: Callable[[int, float], None] | None = None) -> None:
         self.trial, self.offset, self.prune, self.on_report = trial, offset, prune, on_report
-        self.guess, self.kids = guess, kids
         self.best: float | None = None
         self.gen: int | None = None
-        self.seen: dict[int, int] = {}
         self.reported: set[int] = set()
         self.values: dict[int, float] = {}
         self.pruned: str | None = None  # the reason, once the pruner said so
@@ -32,14 +27,9 @@ class GenerationReporter:
         if (cand.meta or {}).get("stage") == "pretrain":
             return
         g = int(cand.generation)
-        if self.guess and self.gen is not None and g > self.gen:
-            self.report(self.gen)
         self.gen = g if self.gen is None else max(self.gen, g)
         if cand.train_score is not None and (cand.meta or {}).get("admitted", True) is not False:
             self.best = cand.train_score if self.best is None else max(self.best, cand.train_score)
-        self.seen[g] = self.seen.get(g, 0) + 1
-        if self.guess and (g == 0 or (self.kids is not None and self.seen[g] >= self.kids)):
-            self.report(g)
 
     def generation_end(self, event: GenerationEnd) -> None:
         if event.stage != "pretrain":
@@ -60,10 +50,6 @@ class GenerationReporter:
             self.on_report(step, self.best)
         if self.prune and not final and self.trial.should_prune():
             self.pruned = f"pruned after generation {g}: best train score so far {self.best:.3f}"
-            if self.guess:
-                import optuna
-
-                raise optuna.TrialPruned(self.pruned)
 
     def finish(self) -> None:
         if self.gen is not None:

@@ -6,7 +6,6 @@ The cells here are a second copy of the runner's cell (harness/experiment.py) un
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import time
@@ -47,12 +46,6 @@ def suggest_params(trial, space: dict[str, TuneParam]) -> dict[str, Any]:
         else:
             out[name] = trial.suggest_float(name, float(p.low), float(p.high), step=p.step, log=p.log)
     return out
-
-
-def takes_callbacks(opt) -> bool:
-    """Whether the method takes `callbacks=` (events and should_stop). Transitional: a method that does not
-    yet (SePO and MetaSPO until they adopt the contract) is pruned by an exception from on_candidate."""
-    return "callbacks" in inspect.signature(opt.optimize).parameters
 
 
 class TrialRunner:
@@ -205,10 +198,7 @@ class TrialRunner:
             if run is not None:
                 run.log_metrics({"intermediate_value": value}, step=step)
 
-        events = takes_callbacks(opt)
-        shape = None if events else getattr(getattr(opt, "settings", None), "shape", None)
-        reporter = GenerationReporter(trial, i * STEP_STRIDE, prune=not s.multi, on_report=on_report,
-                                      guess=not events, kids=shape[1] if isinstance(shape, tuple) else None)
+        reporter = GenerationReporter(trial, i * STEP_STRIDE, prune=not s.multi, on_report=on_report)
         tag = f"{ob.bench.name}-s{seed}/" if prefix else ""
 
         def on_candidate(c: Candidate) -> None:
@@ -217,12 +207,9 @@ class TrialRunner:
                                             c.generation, c.train_score, c.val_score, dict(c.meta or {})))
             reporter.candidate(c)
 
-        if events:
-            res = opt.optimize(task, prompt_llm, seed=seed, context=ctx, callbacks=Callbacks(
-                on_candidate, reporter.generation_end, reporter.should_stop))
-        else:
-            res = opt.optimize(task, prompt_llm, seed=seed, on_candidate=on_candidate, context=ctx)
-        if reporter.pruned:
+        res = opt.optimize(task, prompt_llm, seed=seed, context=ctx, callbacks=Callbacks(
+            on_candidate, reporter.generation_end, reporter.should_stop))
+        if reporter.pruned:  # the method stopped at its next check, as on a budget cap
             raise optuna.TrialPruned(reporter.pruned)
         reporter.finish()
         val = ob.split("val", seed)
