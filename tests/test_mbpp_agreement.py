@@ -4,8 +4,9 @@ Every MBPP task's canonical solution, plus reply-shaped variants of it (guarded 
 traceback in an except, example prints, typing imports) and broken ones (a stub, a syntax error, an
 exception, an off-by-one, an exit), is judged twice in the sandbox image: by the harness (sandbox steps,
 comparison on the host) and by plain exec of setup + program + tests into a fresh dict in a fresh
-interpreter (human-eval's execution.py; a program passes when exec returns). Agreement must be 100%. A
-sample of tasks runs by default; all 974 with `-m slow`.
+interpreter (human-eval's execution.py; a program passes when exec returns). Agreement must be 100%. Both
+get a generous time limit (TIMEOUT_S): what is compared is the verdict, not the speed of a loaded machine
+(task 123 takes seconds). A sample of tasks runs by default; all 974 with `-m slow`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ pytest.register_assert_rewrite("tests.sandbox_fixtures")
 from tests.sandbox_fixtures import ROOT, open_docker  # noqa: E402
 
 pytestmark = pytest.mark.docker
+TIMEOUT_S = 60.0
 _spec = importlib.util.spec_from_file_location("mbpp_canonical", ROOT / "scripts" / "mbpp_canonical.py")
 mbpp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mbpp)
@@ -80,21 +82,21 @@ def variants(code: str, tests: str) -> list[tuple[str, str]]:
     ]
 
 
-def programs(limit_every: int = 1) -> list[tuple[int, str, Program]]:
+def programs(limit_every: int = 1, only: set[int] | None = None) -> list[tuple[int, str, Program]]:
     out = []
     for k, (task_id, p) in enumerate(mbpp.load_programs()):
-        if k % limit_every == 0:
+        if k % limit_every == 0 and (only is None or task_id in only):
             out += [(task_id, name, Program(code, p.tests, p.setup)) for name, code in variants(p.code, p.tests)]
     return out
 
 
 def judge(items: list[tuple[int, str, Program]]) -> tuple[list, dict]:
     """Harness and reference verdicts; returns (disagreements, per-variant pass counts of the harness)."""
-    sb = open_docker(pool_size=2, timeout_s=10.0)
+    sb = open_docker(pool_size=2, timeout_s=TIMEOUT_S)
     try:
         progs = [p for _, _, p in items]
         mine = sb.run_many(progs)
-        ref = sb.dispatch([{"src": compose(p)} for p in progs], 10.0, driver=REFERENCE)
+        ref = sb.dispatch([{"src": compose(p)} for p in progs], TIMEOUT_S, driver=REFERENCE)
     finally:
         sb.close()
     bad, counts = [], {}
@@ -119,7 +121,7 @@ def _check(items: list) -> None:
 
 
 def test_agreement_on_a_sample_of_tasks() -> None:
-    items = programs(limit_every=32)
+    items = programs(limit_every=32) + programs(only={123})  # 123: the slowest canonical solution
     assert len({tid for tid, _, _ in items}) >= 30
     _check(items)
 
