@@ -726,12 +726,13 @@ class StageRun(RunHandle):
     """The MLflow run of a stage shared by cells (pre-training, meta-training)."""
 
     def finish(self, *, metrics: dict[str, float], texts: Mapping[str, str] | None = None,
-               result: dict | None = None) -> None:
+               result: dict | None = None, stopped: str | None = None) -> None:
         """Cost metrics (schema.STAGE_METRICS: requests, tokens, usd, evaluations, wall_s), the stage's
         outputs as text artifacts (e.g. {"prompt_agent": p~*}), an optional result dict (both returned by
-        find_finished_stage), the candidate table; then the run ends FINISHED."""
+        find_finished_stage), the budget-stop reason (tag stopped), the candidate table; then the run ends
+        FINISHED."""
         t = self.tracker
-        t._log_batch(self.run_id, metrics=metrics)
+        t._log_batch(self.run_id, metrics=metrics, tags={S.STOPPED: str(stopped)})
         texts = dict(texts or {})
         for name, text in texts.items():
             t._log_text(self.run_id, text, f"stage/{_prompt_name(name)}.txt")

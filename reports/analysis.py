@@ -360,6 +360,13 @@ def status_warnings(r: Report, listed: int = 12) -> list[str]:
         more = f"; and {len(r.failed) - listed} more" if len(r.failed) > listed else ""
         out.append(f"{len(r.failed)} cell(s) failed and are left out of every table and test: " + "; ".join(items)
                    + more + ".")
+    st = r.stages
+    for label, bad in (("failed", st.status.str.startswith("failed") if len(st) else None),
+                       ("stopped on its budget before finishing (its best so far was used)",
+                        st.status.str.contains("stopped on budget") if len(st) else None)):
+        if bad is not None and bad.any():
+            out.append(f"{int(bad.sum())} shared stage(s) {label}: "
+                       + "; ".join(f"{x.kind} {x.key}: {x.status}" for x in st[bad].itertuples()) + ".")
     early = r.schedule[r.schedule.stopped_early > 0] if len(r.schedule) else r.schedule
     if len(early):
         per = ", ".join(f"{e.method} {e.stopped_early}/{e.finished}" for e in early.itertuples())

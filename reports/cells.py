@@ -157,8 +157,11 @@ def stage_table(stages: pd.DataFrame | None, cells: pd.DataFrame) -> tuple[pd.Da
     rows = []
     for _, s in st.iterrows():
         served = used.get(s.key, 0) if basis == "cell" else len(s.targets) * max(1, len(s.methods))
+        stopped = s.get(S.STOPPED)
+        status = "failed: " + str(s.fail_reason) if s.status == "FAILED" else s.status.lower()
         row = {"key": s.key, "kind": s.kind, "methods": list(s.methods), "targets": list(s.targets),
-               "status": s.status, "served": served}
+               "status": status + (f" (stopped on budget: {stopped})" if S.is_set(stopped) else ""),
+               "served": served}
         for k in S.STAGE_METRICS:
             row[k] = float(s[k]) if k in s and pd.notna(s[k]) else math.nan
         row["usd_each"] = row["usd"] / served if served else math.nan

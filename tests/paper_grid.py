@@ -26,6 +26,7 @@ METHODS = {
 BENCHMARKS = {"aime": 2048, "arc": 1024, "gpqa": 1024, "mbpp": 512, "sudoku": 512}  # name -> reply cap
 FAILED = ("gepa", "arc", 0)  # (method, benchmark, seed) that raises
 FAIL_REASON = "RuntimeError: simulated endpoint closed the connection"
+STAGE_STOPPED = "max_evaluations 1200 reached"  # the no-archive pre-training stops on its budget
 STAGE_USD = {"generalist": 37.0, "no-archive": 30.0, "metaspo": 12.0, "specialist": 6.0}
 
 
@@ -93,7 +94,8 @@ def write_grid(uri: str, experiment: str = "paper-rehearsal", *, seeds: int = 5,
                 st = t.start_stage(key, kind, methods=[m], targets=targets, params={"pool": ["aime", "gpqa"]},
                                    simulated=True)
                 st.finish(metrics={S.REQUESTS: 900, S.TOKENS: 4e6, S.USD: usd, S.EVALUATIONS: 1200,
-                                   S.WALL_S: 600}, texts={"prompt_agent": f"p~* of {key}"})
+                                   S.WALL_S: 600}, texts={"prompt_agent": f"p~* of {key}"},
+                          stopped=STAGE_STOPPED if key == "p-star/no-archive" else None)
                 grid.stage_usd[key] = usd
     for seed in grid.seeds:
         for m, (family, ablation_of, acc) in METHODS.items():

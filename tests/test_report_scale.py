@@ -65,6 +65,9 @@ def check_report(grid: G.Grid, paths: dict[str, Path]) -> None:
     assert f"gepa / arc / seed 0: {G.FAIL_REASON}" in failed
     cut = next(b for b in banners if "before finishing their method's schedule" in b)
     assert f"metaspo {seeds}/{5 * seeds}" in cut and f"sepo-no-archive 1/{5 * seeds}" in cut
+    stage = next(b for b in banners if "shared stage(s) stopped" in b)
+    assert stage.startswith("1 shared stage(s)") and f"pretrain p-star/no-archive: finished (stopped on budget: " \
+        f"{G.STAGE_STOPPED})" in stage
 
     tr = md_table(md, "Truncated replies")
     assert tr[0] == ["Method", *[f"{t} (cap {G.BENCHMARKS[b]})" for b, t in paper.BENCHMARKS.items()]]
@@ -81,7 +84,7 @@ def check_report(grid: G.Grid, paths: dict[str, Path]) -> None:
     srows = {r[1]: r for r in st[1:]}
     assert set(srows) == set(grid.stage_usd)
     gen = srows["p-star/generalist"]
-    assert gen[0] == S.STAGE_PRETRAIN and gen[7] == "37.00" and gen[10] == str(5 * seeds)
+    assert gen[0] == S.STAGE_PRETRAIN and gen[4] == "finished" and gen[7] == "37.00" and gen[10] == str(5 * seeds)
     assert float(gen[11]) == pytest.approx(37.0 / (5 * seeds), abs=0.01)
     assert "Amortised per cell" in md and "Shared stages in total: $" in md
     total = sum(grid.stage_usd.values())

@@ -80,11 +80,12 @@ def test_stage_runs_found_reopened_and_read_back():
                                                      targets=["aime", "mbpp"], params={"pool": ["aime", "gpqa"]})
     assert st2.run_id == st.run_id and st2.resumed and len(st2.candidates()) == 1
     st2.finish(metrics={S.REQUESTS: 10, S.TOKENS: 500, S.USD: 1.5, S.EVALUATIONS: 96, S.WALL_S: 3.0},
-               texts={"prompt_agent": "p~* text"}, result={"best": "p0"})
+               texts={"prompt_agent": "p~* text"}, result={"best": "p0"}, stopped="max_evaluations")
     found = t.find_finished_stage(key)
     assert found["run_id"] == st.run_id and found["texts"] == {"prompt_agent": "p~* text"}
     assert found["result"] == {"best": "p0"} and found["metrics"][S.USD] == 1.5
     assert found["tags"][S.STATUS] == S.STATUS_FINISHED and found["tags"][S.STAGE_KIND] == S.STAGE_PRETRAIN
+    assert found["tags"][S.STOPPED] == "max_evaluations" and found["tags"][S.FAIL_REASON] == ""
     data = load_experiment(store, "schema-stage")
     assert data.cells.empty and len(data.stages) == 1  # a stage is not a cell
     row = data.stages.iloc[0]
