@@ -122,15 +122,19 @@ def run_program(prog, rec_fd):
     def emit(rec, value=None):
         """Write one record (encoding `value` into it first) with the original builtins in place, so a
         program that replaced builtins.isinstance breaks its own code, not the driver's."""
-        theirs = dict(bdict)
-        bdict.update(ours)
+        theirs = {k: bdict.get(k, ours) for k, v in ours.items() if bdict.get(k, ours) is not v}
+        if theirs:  # only what the program changed is swapped (its threads may be running)
+            bdict.update(ours)
         try:
             if len(rec) == 3 and rec[0] == "val":
                 rec[2] = _encoded(value)
             data = json.dumps(rec).encode() + b"\n"
         finally:
-            bdict.clear()
-            bdict.update(theirs)
+            for k, v in theirs.items():
+                if v is ours:
+                    del bdict[k]
+                else:
+                    bdict[k] = v
         view = memoryview(data)
         while view:
             view = view[os.write(rec_fd, view):]
