@@ -9,19 +9,19 @@ from typing import Protocol
 @dataclass(frozen=True)
 class Program:
     code: str  # the model's program
-    tests: str  # test statements run after it by the runner (asserts); empty for a plain run
+    tests: str  # test statements (asserts), split between the sandbox and the host; empty for a plain run
     setup: str = ""  # code run before the program (MBPP's test_setup_code)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """passed is True only when the runner recorded that every test statement executed and held after the
-    program returned control (never from an exit status)."""
+    """passed is True only when every test held, compared in the harness's process on the values the
+    sandbox sent back, and the program returned control after the last one (never from an exit status)."""
 
     passed: bool
     output: str  # stdout+stderr, capped
     reason: str  # "passed", "failed: <test> (got ...)", "error: <Type: message>", "exited before tests ran
-    #              (...)", "tampered: <what>", "timeout", "killed (memory)", ...
+    #              (...)", "timeout", "killed (memory)", ...
     duration_s: float
     tests_run: int = 0  # test statements that executed and held
     tests_total: int = 0  # test statements in Program.tests
