@@ -3,7 +3,8 @@
 The config is kept (models, prices, max_concurrency, caps, budgets, methods) except where the run goes:
 both endpoints point at the world's servers, API keys are a dummy in this process only, outputs go to
 `<output_dir>/rehearsal/` (default runs/rehearsal) as experiment `<name>-rehearsal` with its own response
-cache and MLflow store, and `simulated` is set so every output says so. Nothing it prints is a result.
+cache (emptied by --fresh, so the estimate counts every request) and MLflow store, and `simulated` is set so
+every output says so. Nothing it prints is a result.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def rehearse(cfg: ExperimentConfig, opts, settings: Settings) -> int:
     from harness.rehearsal.world import World
 
     print(BANNER, flush=True)
+    if opts.fresh:  # a cache left by an earlier rehearsal would answer requests the estimate must count
+        for suffix in ("", "-wal", "-shm"):
+            Path(cfg.llm.cache.path + suffix).unlink(missing_ok=True)
     seeds = sorted(set(opts.seeds or cfg.seeds))
     extra = sorted(getattr(Experiment(cfg, opts), "pools", None) or ())  # the pool benchmarks methods open
     world = World.for_config(cfg, seeds, extra, latency_s=settings.latency_s, jitter=settings.jitter)
