@@ -95,6 +95,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 def rehearse(cfg: ExperimentConfig, opts, settings: Settings) -> int:
     """Run the grid of `cfg` (already derived) against the world; print the estimate and the in-flight
     summary; build the report. Returns the exit code."""
+    from harness.errors import user_error_types
     from harness.experiment import Experiment
     from harness.rehearsal.estimate import render
     from harness.rehearsal.world import World
@@ -115,12 +116,15 @@ def rehearse(cfg: ExperimentConfig, opts, settings: Settings) -> int:
         t0 = time.monotonic()
         try:
             rows = exp.run()
-        except Exception as exc:  # still say what ran and what it would cost
-            print(f"{BANNER}\nthe rehearsal's run failed: {type(exc).__name__}: {exc}", flush=True)
+            code = 1 if getattr(exp, "failed", None) else 0  # failed cells: named by the runner, as optimize
+        except user_error_types():  # one sentence, exit 2, as every command
+            raise
+        except Exception as exc:  # a crash: still say what ran and what it would cost
+            print(f"{BANNER}\nthe rehearsal's run crashed: {type(exc).__name__}: {exc}", flush=True)
             code = 1
         t1 = time.monotonic()
         summary = world.summary(t0, t1)
-    if settings.report and code == 0:
+    if settings.report and rows is not None:
         build_report(cfg)
     print(BANNER)
     paced = settings.latency_s * 1000 >= 5 * summary["cpu_per_request_ms"]  # latency, not the harness, set the pace
