@@ -237,3 +237,12 @@ def test_mlflow_peers_run_through_the_world(world_llms):
         gpqa_task(task_llm), prompt_llm, seed=0)
     assert world.prompt.kinds["gepa-reflection"] > before and len(res.candidates) > 1
     assert world.prompt.kinds.get("unknown", 0) == 0
+
+
+def test_meter_levels_and_saturation():
+    from harness.rehearsal.meter import Meter, timeline
+
+    m = Meter(limit=2, events=[(0.0, 1), (0.5, 1), (1.0, -1), (1.5, -1)])
+    means, saturated = m.levels(0.0, 2.0, bins=4)
+    assert means == pytest.approx([1.0, 2.0, 1.0, 0.0]) and saturated == pytest.approx(0.25)
+    assert timeline(means, 2, width=4).splitlines()[1] == "   25%  ####    2.0/2"
