@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.evaluator import EvalResult, Evaluator
 from harness.files import write_atomic
 from harness.llm.usage import Budget, Ledger, Usage
-from harness.optimizer import Candidate, OptimizeResult, RunContext
+from harness.optimizer import Callbacks, Candidate, OptimizeResult, RunContext
 
 USAGE_FILE = "usage.json"  # the ledger's totals, beside a cell's (or a stage's) checkpoints
 
@@ -32,6 +33,7 @@ class CellOutcome:
     test_usage: dict[str, dict[str, float]]
     wall_s: float
     restored: dict[str, float]  # what the ledger was charged on resume for work done before
+    ledger: Ledger | None = None  # the optimizer's ledger (snapshot() for every reply it used)
 
     @property
     def stopped(self) -> str | None:
@@ -63,29 +65,40 @@ def resumable_ledger(parent: Ledger, budget: Budget, folder: Path) -> tuple[Ledg
     return led, {"evaluations": old.evaluations, "requests": old.requests, "tokens": old.tokens, "usd": old.usd}
 
 
-def run_cell(opt, bench, seed: int, *, llms, budget: Budget, checkpoint_dir: Path, initial_prompt: str,
-             test: list, context: RunContext, on_candidate: Callable[[Candidate], None] | None = None,
+def run_cell(opt, bench, seed: int, *, llms, budget: Budget, initial_prompt: str, final: list,
+             make_context: Callable[[Any], RunContext] | None = None, callbacks: Callbacks | None = None,
+             checkpoint_dir: Path | None = None, score_initial: bool = True,
              show_progress: bool = False) -> CellOutcome:
-    """Run one cell; `llms` gives the run's task/prompt clients and ledger (harness.llm.session.LLMs)."""
+    """Run one cell: `opt` on bench's train/val under `budget`, then the best prompt (and, with score_initial,
+    the initial one) scored on `final` (the test split for grid cells, val for tuning trials) on a ledger of
+    its own. `llms` gives the run's task/prompt clients and ledger (harness.llm.session.LLMs);
+    `make_context(task_llm)` the RunContext, bound to the cell's task client so pool tasks spend its budget."""
     from harness.run import make_task
 
     t0 = time.monotonic()
-    cell_ledger, restored = resumable_ledger(llms.ledger, budget, checkpoint_dir)
-    test_ledger = llms.ledger.child()
+    if checkpoint_dir is not None:
+        cell_ledger, restored = resumable_ledger(llms.ledger, budget, checkpoint_dir)
+    else:
+        cell_ledger, restored = llms.ledger.child(budget), {}
+    final_ledger = llms.ledger.child()
     task_llm, prompt_llm = llms.task.with_ledger(cell_ledger), llms.prompt.with_ledger(cell_ledger)
-    test_llm = llms.task.with_ledger(test_ledger)
+    final_llm = llms.task.with_ledger(final_ledger)
+    cb = callbacks or Callbacks()
 
     def candidate(c: Candidate) -> None:
-        save_usage(checkpoint_dir, cell_ledger)
-        if on_candidate is not None:
-            on_candidate(c)
+        if checkpoint_dir is not None:
+            save_usage(checkpoint_dir, cell_ledger)
+        cb.candidate(c)
 
     task = make_task(bench, seed, Evaluator(bench, task_llm, seed=seed), initial_prompt)
-    result = opt.optimize(task, prompt_llm, seed=seed, on_candidate=candidate, checkpoint_dir=checkpoint_dir,
-                          context=context)
-    save_usage(checkpoint_dir, cell_ledger)
-    final = Evaluator(bench, test_llm, seed=seed, show_progress=show_progress)
-    best = final.evaluate(result.best.prompt, test, label=f"{bench.name} test")
-    initial = Evaluator(bench, test_llm, seed=seed).evaluate(initial_prompt, test, label="test: initial prompt")
-    return CellOutcome(result, best, initial, cell_ledger.summary(), test_ledger.summary(),
-                       round(time.monotonic() - t0, 1), restored)
+    result = opt.optimize(task, prompt_llm, seed=seed, checkpoint_dir=checkpoint_dir,
+                          context=make_context(task_llm) if make_context else None,
+                          callbacks=Callbacks(candidate, cb.on_generation_end, cb.should_stop))
+    if checkpoint_dir is not None:
+        save_usage(checkpoint_dir, cell_ledger)
+    best = Evaluator(bench, final_llm, seed=seed, show_progress=show_progress).evaluate(
+        result.best.prompt, final, label=f"{bench.name} {'test' if score_initial else 'val'}")
+    initial = (Evaluator(bench, final_llm, seed=seed).evaluate(initial_prompt, final, label="test: initial prompt")
+               if score_initial else EvalResult())
+    return CellOutcome(result, best, initial, cell_ledger.summary(), final_ledger.summary(),
+                       round(time.monotonic() - t0, 1), restored, cell_ledger)

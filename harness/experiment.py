@@ -41,7 +41,7 @@ from harness.evaluator import EvalResult, Evaluator, Record
 from harness.files import write_atomic
 from harness.llm.session import LLMs
 from harness.llm.usage import Budget
-from harness.optimizer import Candidate, OptimizationTask, RunContext
+from harness.optimizer import Callbacks, Candidate, OptimizationTask, RunContext
 
 
 @dataclass(frozen=True)
@@ -420,8 +420,9 @@ class Experiment:
         try:
             out = run_cell(make_optimizer(c.method, {**c.settings, "method": c.base}), ob.bench, c.seed, llms=llms,
                            budget=Budget(**self.cfg.budget_per_cell.model_dump()), checkpoint_dir=ck,
-                           initial_prompt=self.initial_prompt, test=test, context=self.context(c, benches, llms.task),
-                           on_candidate=on_candidate, show_progress=show)
+                           initial_prompt=self.initial_prompt, final=test,
+                           make_context=lambda task_llm: self.context(c, benches, task_llm),
+                           callbacks=Callbacks(on_candidate=on_candidate), show_progress=show)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if run is not None:

@@ -1,8 +1,7 @@
 """One trial: the method run with the trial's settings on every benchmark x seed of the file, on train and
 validation data only, scored on the whole val split; one MLflow run per trial.
 
-The cells here are a second copy of the runner's cell (harness/experiment.py) until the one cell runner
-(harness/cell.py) serves trials too: all of that copy is in `TrialRunner.run_cell`."""
+Each cell runs through the one cell runner (harness/cell.py), with the best prompt scored on val."""
 
 from __future__ import annotations
 
@@ -168,6 +167,7 @@ class TrialRunner:
         depend on what earlier trials left in the response cache."""
         import optuna
 
+        from harness.cell import run_cell
         from harness.evaluator import Evaluator
         from harness.experiment import entry_key
         from harness.llm.usage import Budget
@@ -178,21 +178,18 @@ class TrialRunner:
         s, cfg = self.setup, self.setup.cfg
         opt = make_optimizer(s.run, {**s.settings, **params, "method": s.base})
         ob = self.benches[entry_key(b)]
-        ledger = self.llms.ledger.child(Budget(**cfg.budget_per_cell.model_dump()))
-        task_llm, prompt_llm = self.llms.task.with_ledger(ledger), self.llms.prompt.with_ledger(ledger)
 
-        def open_task(name: str, seed_: int) -> OptimizationTask:
-            key = canonical_benchmark(name)
-            if key not in self.benches:
-                raise ConfigError(f"trial settings ask for benchmark {name!r}, which the tuning run did not "
-                                  "open; keep pool settings out of the search space.")
-            o = self.benches[key]
-            return OptimizationTask(o.bench.name, o.bench, o.split("train", seed_), o.split("val", seed_),
-                                    Evaluator(o.bench, task_llm, seed=seed_), cfg.system_prompt)
+        def context(task_llm) -> RunContext:
+            def open_task(name: str, seed_: int) -> OptimizationTask:
+                key = canonical_benchmark(name)
+                if key not in self.benches:
+                    raise ConfigError(f"trial settings ask for benchmark {name!r}, which the tuning run did not "
+                                      "open; keep pool settings out of the search space.")
+                o = self.benches[key]
+                return OptimizationTask(o.bench.name, o.bench, o.split("train", seed_), o.split("val", seed_),
+                                        Evaluator(o.bench, task_llm, seed=seed_), cfg.system_prompt)
 
-        ctx = RunContext(open_task=open_task, shared_dir=cfg.run_dir / "shared", held_out=tuple(cfg.held_out))
-        task = OptimizationTask(ob.bench.name, ob.bench, ob.split("train", seed), ob.split("val", seed),
-                                Evaluator(ob.bench, task_llm, seed=seed), cfg.system_prompt)
+            return RunContext(open_task=open_task, shared_dir=cfg.run_dir / "shared", held_out=tuple(cfg.held_out))
 
         def on_report(step: int, value: float) -> None:
             if run is not None:
@@ -207,15 +204,15 @@ class TrialRunner:
                                             c.generation, c.train_score, c.val_score, dict(c.meta or {})))
             reporter.candidate(c)
 
-        res = opt.optimize(task, prompt_llm, seed=seed, context=ctx, callbacks=Callbacks(
-            on_candidate, reporter.generation_end, reporter.should_stop))
+        # the one cell runner (harness/cell.py), scoring the best prompt on val: a trial never loads test
+        val = ob.split("val", seed)
+        out = run_cell(opt, ob.bench, seed, llms=self.llms, budget=Budget(**cfg.budget_per_cell.model_dump()),
+                       initial_prompt=cfg.system_prompt, final=val, make_context=context, score_initial=False,
+                       callbacks=Callbacks(on_candidate, reporter.generation_end, reporter.should_stop))
         if reporter.pruned:  # the method stopped at its next check, as on a budget cap
             raise optuna.TrialPruned(reporter.pruned)
         reporter.finish()
-        val = ob.split("val", seed)
-        scored = Evaluator(ob.bench, self.llms.task.with_ledger(self.llms.ledger.child()), seed=seed).evaluate(
-            res.best.prompt, val, label=f"trial {trial.number} val")
-        u = ledger.snapshot()
+        res, scored, u = out.result, out.test, out.ledger.snapshot()
         return {"benchmark": ob.bench.name, "seed": seed, "val_accuracy": scored.accuracy,
                 "n_val": len(val), "best_id": res.best.id, "best_prompt": res.best.prompt,
                 "n_candidates": len(res.candidates), "stopped": (res.extra or {}).get("stopped"),
