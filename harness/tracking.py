@@ -194,6 +194,15 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:////") else Path(uri[len("sqlite://"):])
 
 
+def _local_artifact(artifact_uri: str | None, path: str) -> Path | None:
+    """The file of a run's artifact when the run's artifacts are on this machine (file:// URI), else None."""
+    if not artifact_uri or not artifact_uri.startswith("file://"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(artifact_uri).path)) / path
+
+
 def _filter_value(value: str) -> str:
     if "'" in value or "\\" in value:
         raise ValueError(f"a cell key may not contain quotes or backslashes: {value!r}")
@@ -388,26 +397,32 @@ class Tracker:
     def _log_json(self, run_id: str, obj: Any, path: str) -> None:
         self._log_text(run_id, json.dumps(self.scrub(_jsonable(obj)), indent=1, ensure_ascii=False), path)
 
-    def _read_json(self, run_id: str, path: str) -> Any | None:
+    def _read_json(self, run_id: str, path: str, artifact_uri: str | None = None) -> Any | None:
+        local = _local_artifact(artifact_uri, path)
+        if local is not None:  # a local store: read in place (no get_run and copy per file)
+            return json.loads(local.read_text(encoding="utf-8")) if local.is_file() else None
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = self.client.download_artifacts(run_id, path, tmp)
+                got = self.client.download_artifacts(run_id, path, tmp)
             except Exception:  # noqa: BLE001 (absent artifact)
                 return None
-            p = Path(local)
+            p = Path(got)
             if not p.is_file():
                 return None
             return json.loads(p.read_text(encoding="utf-8"))
 
-    def _read_json_dir(self, run_id: str, path: str) -> list[Any]:
+    def _read_json_dir(self, run_id: str, path: str, artifact_uri: str | None = None) -> list[Any]:
+        local = _local_artifact(artifact_uri, path)
+        if local is not None:
+            return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(local.glob("*.json"))]
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = Path(self.client.download_artifacts(run_id, path, tmp))
+                got = Path(self.client.download_artifacts(run_id, path, tmp))
             except Exception:  # noqa: BLE001 (absent folder)
                 return []
-            if not local.is_dir():
+            if not got.is_dir():
                 return []
-            return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(local.glob("*.json"))]
+            return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(got.glob("*.json"))]
 
     # -- experiment level
 
@@ -806,16 +821,17 @@ def _stage_row(run: Any) -> dict[str, Any]:
 STAGE_COLUMNS = ["run_id", "status", "start_time", "key", "kind", "methods", "targets", "fail_reason"]
 
 
-def _cell_artifacts(tracker: Tracker, run_id: str, finished: bool) -> tuple[list[dict], dict[str, Any]]:
+def _cell_artifacts(tracker: Tracker, run: Any) -> tuple[list[dict], dict[str, Any]]:
+    run_id, uri = run.info.run_id, run.info.artifact_uri
     cands: list[dict] = []
-    table = tracker._read_json(run_id, "candidates.json") if finished else None
+    table = tracker._read_json(run_id, "candidates.json", uri) if run.info.status == "FINISHED" else None
     if table is not None:
         cands = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     else:
-        cands = sorted(tracker._read_json_dir(run_id, "candidates"), key=lambda d: d.get("order", 0))
+        cands = sorted(tracker._read_json_dir(run_id, "candidates", uri), key=lambda d: d.get("order", 0))
     records = {}
     for split in ("test", "initial"):
-        tab = tracker._read_json(run_id, f"records/{split}.json")
+        tab = tracker._read_json(run_id, f"records/{split}.json", uri)
         if tab is not None:
             records[split] = tab
     return cands, records
@@ -835,7 +851,7 @@ def load_experiment(uri: str | None, experiment: str, *, workers: int = 8) -> Ex
     runs = tracker._search(f"tags.`{S.KIND}` = '{S.KIND_CELL}'")
     cells = pd.DataFrame([_cell_row(r) for r in runs])
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        arts = list(pool.map(lambda r: _cell_artifacts(tracker, r.info.run_id, r.info.status == "FINISHED"), runs))
+        arts = list(pool.map(lambda r: _cell_artifacts(tracker, r), runs))
     cand_rows, rec_rows = [], []
     for run, (cands, records) in zip(runs, arts, strict=True):
         tags = run.data.tags

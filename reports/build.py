@@ -41,21 +41,22 @@ def figures(data: Any, report: analysis.Report, out: Path) -> dict[str, Path]:
 
 
 def tables(report: analysis.Report) -> list[render.Table]:
+    """Accuracy first (Tables 1 and 2), then what qualifies it (truncation, cost), then the tests."""
     out = [render.table1(report)]
     t2 = render.table2(report)
     if t2 is not None:
         out.append(t2)
-    out.append(render.comparisons(report.comparisons, "Paired comparisons per benchmark", "comparisons",
-                                  render.COMPARISON_NOTE))
-    held = render.heldout(report)
-    if held is not None:
-        out.append(held)
-    if not report.ablations.empty:
-        out.append(render.comparisons(report.ablations, "Ablations against the full method", "ablations",
-                                      render.COMPARISON_NOTE.replace("this table", "the ablation table")))
     out += [render.truncation(report), render.method_cost(report)]
     if len(report.stages):
         out.append(render.stages(report))
+    held = render.heldout(report)
+    if held is not None:
+        out.append(held)
+    out.append(render.comparisons(report.comparisons, "Paired comparisons per benchmark", "comparisons",
+                                  render.COMPARISON_NOTE))
+    if not report.ablations.empty:
+        out.append(render.comparisons(report.ablations, "Ablations against the full method", "ablations",
+                                      render.COMPARISON_NOTE.replace("this table", "the ablation table")))
     out.append(render.cost(report))
     return out
 

@@ -134,6 +134,11 @@ def table2_methods(r: Report) -> list[str]:
     return full + sorted(abl, key=lambda m: (rank.get(m, len(rank)), m))
 
 
+def row_order(r: Report) -> list[str]:
+    """Every method in the tables' order: Table 1's rows, then Table 2's."""
+    return list(dict.fromkeys([*table1_methods(r), *table2_methods(r), *r.methods]))
+
+
 STOPPED_NOTE = (" Stopped on budget: cells that stopped on their budget before finishing their method's schedule, of "
                 "the finished cells (tag schedule_complete; stores without it: any budget stop).")
 
@@ -236,7 +241,7 @@ def truncation(r: Report) -> Table:
         return "–" if not n or math.isnan(n) or math.isnan(k) else f"{100 * k / n:.1f}% ({int(k)}/{int(n)})"
 
     rows = [[m, *[rate(idx.loc[(m, b), "truncated"], idx.loc[(m, b), "n"])
-                  if idx is not None and (m, b) in idx.index else "–" for b in r.benchmarks]] for m in r.methods]
+                  if idx is not None and (m, b) in idx.index else "–" for b in r.benchmarks]] for m in row_order(r)]
     if len(t) and t.initial_n.notna().any():
         init = t.groupby("benchmark")[["initial_truncated", "initial_n"]].sum(min_count=1)
         rows.append(["initial prompt", *[rate(init.loc[b, "initial_truncated"], init.loc[b, "initial_n"])
@@ -274,7 +279,8 @@ def method_cost(r: Report) -> Table:
     """Per method: its own per-cell cost (fine-tuning) beside its share of the shared stages."""
     unit = _basis(r)
     rows = []
-    for c in r.method_cost.itertuples():
+    order = {m: i for i, m in enumerate(row_order(r))}
+    for c in sorted(r.method_cost.itertuples(), key=lambda c: order.get(c.method, len(order))):
         rows.append([c.method, str(c.cells), dollars(c.usd), f"{dollars(c.usd_lo)}-{dollars(c.usd_hi)}",
                      num(c.evaluations), dollars(c.stage_usd), num(c.stage_evaluations)])
     cells_usd = float(pd.to_numeric(r.cells.get("usd"), errors="coerce").sum()) if "usd" in r.cells else 0.0
