@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REQUIRED_TABLES = ("table1", "comparisons", "cost")
+REQUIRED_TABLES = ("table1", "truncation", "method_cost", "comparisons", "cost")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -126,3 +126,50 @@ def test_paper_grid_report_layout_225_cells():
         grid = G.write_grid(d, seeds=5)
         assert grid.cells == 225
         check_report(grid, build_report(d, grid.experiment, Path(d) / "report"))
+
+
+def test_model_swap_protocol_shows_the_papers_averages(tmp_path):
+    from harness.evaluator import Record
+    from harness.tracking import Tracker
+    from tests.test_tracking import session_store
+
+    store = str(session_store())
+    t = Tracker(store, "swap-run")
+    t.log_experiment({"name": "paper-swap"}, "name: paper-swap\n", {"commit": "x"}, protocol=S.PROTOCOL_SWAP)
+    for m in ("manual-cot", "sepo-generalist"):
+        for b in ("mbpp", "gpqa"):
+            run = t.start_cell(f"{m}/{b}/seed0", method=m, benchmark=b, seed=0, params={}, tags={})
+            run.finish(metrics={}, best_prompt="p",
+                       test_records=[Record(f"e{j}", "", 1.0, True, "", 1, 1, 1, False) for j in range(4)])
+    md = build_report(store, "swap-run", tmp_path)["markdown"].read_text()
+    assert not md.startswith("> **SIMULATED")  # not simulated: no headline
+    rows = {r[0]: r for r in md_table(md, "Table 1")[1:]}
+    assert rows["_manual-cot: paper_"][1:] == ["–", "–", "67.95", ""]  # GPQA, MBPP, avg, stopped
+    assert rows["_sepo-generalist: paper_"][3] == "70.08"
+    assert "Model swap (Gemini 3.1 Flash-Lite" in md and "67.95 -> 70.08" in md
+
+
+def test_old_stores_fall_back_for_stops_stages_and_protocol():
+    import pandas as pd
+
+    from reports import cells as bk
+
+    cells = pd.DataFrame({S.STOPPED: ["max_evaluations", "None", "max_usd", None],
+                          S.SCHEDULE_COMPLETE: [None, None, "true", "false"]})
+    assert list(bk.stopped_early(cells)) == [True, False, False, True]  # no tag: any budget stop counts
+    stages = pd.DataFrame([{"run_id": "r", "status": "FINISHED", "start_time": 1, "key": "k", "kind": "pretrain",
+                            "methods": ["sepo-generalist"], "targets": ["aime", "arc", "gpqa", "mbpp"],
+                            "fail_reason": "", S.USD: 37.0, S.EVALUATIONS: 1200.0}])
+    table, basis = bk.stage_table(stages, pd.DataFrame({"method": ["sepo-generalist"]}))
+    assert basis == "target" and table.served[0] == 4 and table.usd_each[0] == pytest.approx(9.25)
+    cost = bk.method_cost(pd.DataFrame({"method": ["sepo-generalist"], "benchmark": ["aime"], S.USD: [3.0]}),
+                          table, basis, ["sepo-generalist"])
+    assert cost.stage_usd[0] == pytest.approx(9.25) and cost.usd[0] == 3.0
+
+    class Data:
+        experiment, cells = "paper", pd.DataFrame()
+        settings: dict = {"run_tags": {}}
+
+    assert bk.protocol(Data()) == "paper"  # before the protocol tags: by the experiment's name
+    Data.settings = {"run_tags": {S.PAPER_PROTOCOL: "false"}}
+    assert bk.protocol(Data()) is None and not bk.is_simulated(Data())
