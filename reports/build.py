@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports import analysis, plots, render
+from reports import analysis, paper, plots, render
 from reports import cells as bookkeeping
 
 
@@ -25,10 +25,24 @@ def best_cell(report: analysis.Report) -> pd.Series | None:
     return row
 
 
+def _paper_name(report: analysis.Report, method: str, ref: dict) -> str | None:
+    """The paper's row for a method: its run name, else its registered method."""
+    base = report.infos[method].base if method in report.infos else method
+    return method if method in ref else base if base in ref else None
+
+
 def figures(data: Any, report: analysis.Report, out: Path) -> dict[str, Path]:
     figs = {"best_by_generation": plots.best_by_generation(data.candidates, report.cells,
                                                            out / "best_by_generation.png"),
             "accuracy_vs_cost": plots.accuracy_vs_cost(report.cost, out / "accuracy_vs_cost.png")}
+    ref = paper.reference(report.protocol)[0]
+    rows = {m: r for m in render.table1_methods(report) if (r := _paper_name(report, m, ref))}
+    if rows and report.benchmarks:
+        cols = {b: b for b in report.benchmarks if b in paper.BENCHMARKS}
+        cols |= {"Average": paper.AVERAGE} if len(report.benchmarks) > 1 else {}
+        figs["run_vs_paper"] = plots.run_vs_paper(report.table1, ref, rows, cols, out / "run_vs_paper.png",
+                                                  f"This run (filled, 95% CI) and {paper.CITATION} (hollow)",
+                                                  paper.BENCHMARKS)
     best = best_cell(report)
     if best is not None and len(data.candidates):
         cands = data.candidates[data.candidates.run_id == best["run_id"]]

@@ -140,6 +140,35 @@ def lineage_tree(cands: pd.DataFrame, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def run_vs_paper(table1: pd.DataFrame, ref: dict[str, dict[str, float]], methods: dict[str, str],
+                 columns: dict[str, str], path: Path, title: str, labels: dict[str, str] | None = None) -> Path:
+    """Per column (benchmark, avg), each method's mean with its 95% interval (filled) beside the number the
+    paper reports (hollow diamond). methods: run name -> the paper's row; columns: the run's column -> the
+    paper's key (e.g. "Average" -> "avg")."""
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.5 * len(columns)), 4.2))
+    colors = _colors(list(methods))
+    t = table1.set_index(["method", "benchmark"])
+    width = 0.8 / max(1, len(methods))
+    for i, (m, row) in enumerate(methods.items()):
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(columns))]
+        for x, (col, key) in zip(xs, columns.items(), strict=True):
+            if (m, col) in t.index and not math.isnan(t.loc[(m, col), "mean"]):
+                e = t.loc[(m, col)]
+                ax.errorbar([x], [100 * e["mean"]], yerr=[[100 * (e["mean"] - e["lo"])], [100 * (e["hi"] - e["mean"])]],
+                            fmt="o", color=colors[m], ms=5, capsize=2)
+            if key in ref.get(row, {}):
+                ax.scatter([x], [ref[row][key]], marker="D", s=36, facecolor="white", edgecolor=colors[m], lw=1.5)
+        ax.scatter([], [], color=colors[m], label=m)
+    ax.scatter([], [], marker="D", facecolor="white", edgecolor="#555", label="the paper")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels([(labels or {}).get(k, k) for k in columns.values()])
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="best", ncol=2)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def _colors(methods: list[str]) -> dict[str, tuple]:
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(methods)}

@@ -349,6 +349,8 @@ def figure_notes() -> dict[str, str]:
     return {"best_by_generation": "Best training-minibatch score reached by each generation (running maximum within "
                                   "a cell, mean over the method's cells); task-prompt candidates only.",
             "accuracy_vs_cost": "Mean test accuracy against mean cost per cell, per method and benchmark.",
+            "run_vs_paper": "Each method's mean test accuracy with its 95% interval (filled) beside the number the "
+                            "paper reports for the same protocol (hollow diamond), per benchmark and on average.",
             "lineage": "The archive of the cell with the best test accuracy among SePO cells (any cell if none)."}
 
 

@@ -39,6 +39,7 @@ def check_report(grid: G.Grid, paths: dict[str, Path]) -> None:
     body = html.split("<body>", 1)[1].lstrip()
     assert body.startswith('<div class="banner headline" id="headline">SIMULATED endpoint')
     assert screenshot.check_static(html, TABLES) == []
+    assert paths["run_vs_paper"].read_bytes().startswith(screenshot.PNG_MAGIC) and 'id="fig-run_vs_paper"' in html
 
     t1 = md_table(md, "Table 1")
     assert t1[0] == ["Method", *paper.BENCHMARKS.values(), "avg", "Stopped on budget"]
