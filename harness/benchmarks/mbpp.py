@@ -51,6 +51,21 @@ class SandboxUser:
     def __init__(self, sandbox: Any) -> None:
         self._sandbox = None if isinstance(sandbox, str) else sandbox
         self._backend = sandbox if isinstance(sandbox, str) else None
+        self._runs: dict[Program, RunResult] = {}  # each distinct program is run once
+
+    def run_programs(self, programs: list[Program]) -> list[RunResult]:
+        """sandbox.run_many, each distinct (code, tests, setup) once per benchmark: the same program in
+        another reply (other prose around it, a cached reply, the initial prompt's reply in every cell) gets
+        the verdict it got before instead of a second run. A timeout is not kept (a loaded machine may cause
+        it): that program runs again."""
+        now = {p: self._runs[p] for p in programs if p in self._runs}
+        missing = [p for p in dict.fromkeys(programs) if p not in now]
+        if missing:
+            for p, r in zip(missing, self.sandbox.run_many(missing), strict=True):
+                now[p] = r
+                if r.reason != "timeout":
+                    self._runs[p] = r
+        return [now[p] for p in programs]
 
     @property
     def sandbox(self) -> Any:
@@ -75,7 +90,7 @@ def run_code(user: SandboxUser, items: list[tuple[str | None, str, str, int]]) -
     """Score (code, tests, setup, n_tests) items in one sandbox batch; missing code fails without a run."""
     todo = [i for i, (code, *_rest) in enumerate(items) if code]
     programs = [Program(items[i][0] or "", items[i][1], items[i][2]) for i in todo]
-    results = dict(zip(todo, user.sandbox.run_many(programs) if programs else [], strict=True))
+    results = dict(zip(todo, user.run_programs(programs) if programs else [], strict=True))
     scores = []
     for i, (code, _tests, _setup, n) in enumerate(items):
         if not code:

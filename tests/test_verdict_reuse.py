@@ -1,0 +1,71 @@
+"""A verdict is decided once: the evaluator keeps each (example, reply) verdict, and a code benchmark runs
+each distinct program once (the same code in other prose, a cached reply), in the real Docker sandbox.
+A timeout is not kept: that program runs again."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.benchmarks import get_benchmark
+from harness.benchmarks.base import Example, Score
+from harness.evaluator import score_cached
+from sandboxes.base import RunResult
+from tests.sandbox_fixtures import docker_sandbox  # noqa: F401  (a session fixture)
+
+FENCED = "{prose}\n```python\n{code}\n```"
+
+
+class Counting:
+    """A sandbox that counts the programs it is asked to run (and passes them to the real one)."""
+
+    def __init__(self, inner, timeout_for: str | None = None) -> None:
+        self.inner, self.ran, self.timeout_for = inner, [], timeout_for
+
+    def run_many(self, programs, timeout_s=None):
+        self.ran += programs
+        out = self.inner.run_many(programs, timeout_s)
+        return [RunResult(False, "", "timeout", 0.0) if self.timeout_for and self.timeout_for in p.code else r
+                for p, r in zip(programs, out, strict=True)]
+
+
+@pytest.mark.docker
+def test_each_distinct_program_runs_once_in_the_sandbox(docker_sandbox):  # noqa: F811
+    box = Counting(docker_sandbox)
+    bench = get_benchmark("mbpp", sandbox=box)
+    exs = bench.load("test", 0)[:3]
+    refs = {r["task_id"]: r["code"] for r in bench.rows()}
+    first = bench.score_many(exs, [FENCED.format(prose=f"Take {i}.", code=refs[int(e.id)]) for i, e in enumerate(exs)])
+    assert all(s.correct for s in first) and len(box.ran) == 3
+    again = bench.score_many(exs, [FENCED.format(prose="Other words, same code.", code=refs[int(e.id)])
+                                   for e in exs])
+    assert [s.correct for s in again] == [True] * 3 and len(box.ran) == 3  # no second run
+    wrong = FENCED.format(prose="", code=f"def {exs[0].meta['entry_point']}(*a):\n    return None")
+    assert not bench.score(exs[0], wrong).correct and len(box.ran) == 4  # a new program runs
+
+
+@pytest.mark.docker
+def test_a_timeout_is_not_kept(docker_sandbox):  # noqa: F811
+    box = Counting(docker_sandbox, timeout_for="# slow")
+    bench = get_benchmark("mbpp", sandbox=box)
+    ex = bench.load("test", 0)[0]
+    code = {r["task_id"]: r["code"] for r in bench.rows()}[int(ex.id)] + "\n# slow"
+    for _ in range(2):
+        s = bench.score(ex, FENCED.format(prose="", code=code))
+        assert not s.correct and s.reason == "timeout"
+    assert len(box.ran) == 2  # run again each time
+
+
+def test_the_evaluator_scores_each_reply_to_an_example_once():
+    class Bench:
+        calls: list[int] = []
+
+        def score_many(self, examples, replies):
+            self.calls.append(len(replies))
+            return [Score(float(r == "4"), r == "4", "", r, "") for r in replies]
+
+    bench = Bench()
+    exs = [Example("a", "2+2?", "4"), Example("b", "3+1?", "4")]
+    assert [s.correct for s in score_cached(bench, exs, ["4", "5"])] == [True, False]
+    assert [s.correct for s in score_cached(bench, exs, ["4", "5"])] == [True, False] and bench.calls == [2]
+    assert [s.correct for s in score_cached(bench, exs[::-1], ["4", "4"])] == [True, True]
+    assert bench.calls == [2, 1]  # only (b, "4") was new: a verdict is per example and reply
