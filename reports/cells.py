@@ -47,7 +47,7 @@ def protocol(data: Any) -> str | None:
         return str(tags[S.PROTOCOL])
     if S.PAPER_PROTOCOL in tags:
         return S.PROTOCOL_PAPER if S.flag(tags[S.PAPER_PROTOCOL]) else None
-    name = str((s.get("config") or {}).get("name") or data.experiment)
+    name = str((s.get("config") or {}).get("name") or data.experiment).removesuffix("-rehearsal")
     return name if name in (S.PROTOCOL_PAPER, S.PROTOCOL_SWAP) else None
 
 
