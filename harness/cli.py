@@ -1,4 +1,5 @@
-"""The `sepo-bench` command line: eval, optimize (the experiment grid), report, models, check-config, tune."""
+"""The `sepo-bench` command line: eval, optimize (the experiment grid), rehearse, report, models, check-config,
+tune."""
 
 from __future__ import annotations
 
@@ -81,41 +82,40 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from harness.experiment import (
         describe,
         entry_key,
-        expand_grid,
         load_limited,
         models_of,
         open_benchmarks,
         print_models,
         summarize,
+        targets,
     )
     from harness.llm.session import open_llms
 
     cfg = _load(args)
     opts = _run_options(args)
     prompt = opts.system_prompt if opts.system_prompt is not None else cfg.system_prompt
-    cells = expand_grid(cfg.model_copy(update={"methods": {"sepo": {}}}), benchmarks=opts.benchmarks,
-                        seeds=opts.seeds)
+    runs = targets(cfg, benchmarks=opts.benchmarks, seeds=opts.seeds)
     out = cfg.run_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"eval {cfg.name}: {len(cells)} benchmark x seed runs; outputs in {out}", flush=True)
+    print(f"eval {cfg.name}: {len(runs)} benchmark x seed runs; outputs in {out}", flush=True)
     rows = []
-    with open_benchmarks(cfg, [c.bench for c in cells], sorted({c.seed for c in cells})) as benches, \
+    with open_benchmarks(cfg, [b for b, _ in runs], sorted({seed for _, seed in runs})) as benches, \
             open_llms(cfg.llm, prompt_agent=False) as llms:
         print_models(llms)
-        for c in cells:
-            ob = benches[entry_key(c.bench)]
-            examples = load_limited(ob, c.seed, opts.limit)
+        for entry, seed in runs:
+            ob = benches[entry_key(entry)]
+            examples = load_limited(ob, seed, opts.limit)
             t0 = time.monotonic()
-            ev = Evaluator(ob.bench, llms.task, seed=c.seed, show_progress=True)
-            res = ev.evaluate(prompt, examples, label=f"{ob.bench.name} seed {c.seed} ({len(examples)} examples)")
+            ev = Evaluator(ob.bench, llms.task, seed=seed, show_progress=True)
+            res = ev.evaluate(prompt, examples, label=f"{ob.bench.name} seed {seed} ({len(examples)} examples)")
             gold = {e.id: e.answer for e in examples}
             records = [{**r.__dict__, "gold": gold.get(r.example_id)} for r in res.records]
-            path = out / f"records-{ob.bench.name}-seed{c.seed}.jsonl"
+            path = out / f"records-{ob.bench.name}-seed{seed}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r, default=str) + "\n" for r in records), encoding="utf-8")
-            row = {"benchmark": ob.bench.name, "seed": c.seed, **summarize(res, len(examples)),
+            row = {"benchmark": ob.bench.name, "seed": seed, **summarize(res, len(examples)),
                    "seconds": round(time.monotonic() - t0, 1), "records": str(path)}
             rows.append(row)
-            print(f"{ob.bench.name} seed {c.seed}: {describe(row)}, {row['tokens']} tokens, {row['seconds']} s",
+            print(f"{ob.bench.name} seed {seed}: {describe(row)}, {row['tokens']} tokens, {row['seconds']} s",
                   flush=True)
         usage = llms.ledger.summary()
         models = models_of(llms)
@@ -135,12 +135,14 @@ def _write_summary(path: Path, payload: dict[str, Any], usage: dict[str, dict[st
 def _cmd_optimize(args: argparse.Namespace) -> int:
     """Run every cell (method x benchmark x seed) of the experiment: optimize on train/val, score the best
     prompt and the initial one on test; track everything in MLflow. Finished cells are skipped on a rerun
-    and unfinished ones resume from their checkpoints (--fresh starts over)."""
+    and unfinished ones resume from their checkpoints (--fresh starts over). A cell that fails is recorded
+    with its reason and the others go on; the exit code is 1 when any failed (a rerun retries those)."""
     from harness.experiment import Experiment
 
     cfg = _load(args)
-    Experiment(cfg, _run_options(args)).run()
-    return 0
+    exp = Experiment(cfg, _run_options(args))
+    exp.run()
+    return 1 if exp.failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -283,7 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--alias", default=None, help="with --register: point this alias at the new version")
     x.add_argument("--output-dir", default=None, help="the run's output folder, if not the config's")
     x.set_defaults(func=_cmd_export)
-
 
     r = sub.add_parser("report", help="statistical report of an experiment, from MLflow",
                        description=_cmd_report.__doc__)

@@ -78,20 +78,9 @@ def entry_key(b: BenchmarkConfig) -> str:
     return key
 
 
-def expand_grid(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
-                seeds: list[int] | None = None, methods: list[str] | None = None) -> list[Cell]:
-    """The cells to run, in order benchmark > seed > method; filters come from --benchmarks / --seed /
-    --methods (run names of the config's `methods:`)."""
-    from harness.methods import resolve_method
-
-    all_methods = cfg.methods or {"sepo": {}}
-    if methods:
-        unknown = [m for m in methods if m not in all_methods]
-        if unknown:
-            raise ConfigError(f"--methods names {', '.join(unknown)}, which {cfg.source} does not list; choose "
-                              f"from {', '.join(all_methods)}.")
-    methods = {k: v for k, v in all_methods.items() if not methods or k in methods}
-    resolved = {run: resolve_method(run, s) for run, s in methods.items()}
+def targets(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
+            seeds: list[int] | None = None) -> list[tuple[BenchmarkConfig, int]]:
+    """The (benchmark entry, seed) pairs to run, benchmark > seed, after --benchmarks / --seed."""
     chosen = cfg.benchmarks
     if benchmarks:
         names = {canonical_name(b.name) for b in cfg.benchmarks} | {entry_key(b) for b in cfg.benchmarks}
@@ -108,7 +97,24 @@ def expand_grid(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
             raise ConfigError(f"--seed {missing_seeds[0]} is not among the config's seeds {cfg.seeds}; add it to "
                               f"'seeds' in {cfg.source} or choose one of them.")
         run_seeds = seeds
-    return [Cell(run, base, settings, b, seed) for b in chosen for seed in run_seeds
+    return [(b, seed) for b in chosen for seed in run_seeds]
+
+
+def expand_grid(cfg: ExperimentConfig, *, benchmarks: list[str] | None = None,
+                seeds: list[int] | None = None, methods: list[str] | None = None) -> list[Cell]:
+    """The cells to run, in order benchmark > seed > method; filters come from --benchmarks / --seed /
+    --methods (run names of the config's `methods:`)."""
+    from harness.methods import resolve_method
+
+    all_methods = cfg.methods or {"sepo": {}}
+    if methods:
+        unknown = [m for m in methods if m not in all_methods]
+        if unknown:
+            raise ConfigError(f"--methods names {', '.join(unknown)}, which {cfg.source} does not list; choose "
+                              f"from {', '.join(all_methods)}.")
+    methods = {k: v for k, v in all_methods.items() if not methods or k in methods}
+    resolved = {run: resolve_method(run, s) for run, s in methods.items()}
+    return [Cell(run, base, settings, b, seed) for b, seed in targets(cfg, benchmarks=benchmarks, seeds=seeds)
             for run, (base, settings) in resolved.items()]
 
 
@@ -568,7 +574,8 @@ class Experiment:
             run.finish(metrics={"requests": u.requests, "tokens": u.tokens, "usd": u.usd,
                                 "evaluations": u.evaluations, "wall_s": wall},
                        texts={"prompt": st.outcome.get("text") or ""},
-                       result={"stopped": stopped, "info": st.outcome.get("info"), "restored": restored})
+                       result={"stopped": stopped, "info": st.outcome.get("info"), "restored": restored},
+                       stopped=stopped)
         self._print(f"== stage done {spec.key[:12]} ({wall:.0f} s): {u.evaluations} evaluations, {u.requests} "
                     f"requests, {u.tokens} tokens, ${u.usd:.4f}, once for {len(st.cells)} cells"
                     + (f"; STOPPED on budget ({stopped}), best so far frozen" if stopped else ""))

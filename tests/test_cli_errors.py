@@ -120,8 +120,8 @@ FLAG_CASES = [
      "or point --output-dir at the earlier run."),
     (["eval", "--system-prompt-file", "nope.txt"], "--system-prompt-file nope.txt does not exist; pass a text "
      "file with the prompt."),
-    (["evaluate"], "argument command: invalid choice: 'evaluate' (choose from 'eval', 'optimize', 'report', "
-     "'models', 'check-config', 'tune'); see `sepo-bench --help`."),
+    (["evaluate"], "argument command: invalid choice: 'evaluate' (choose from 'eval', 'optimize', 'export', "
+     "'report', 'models', 'check-config', 'rehearse', 'tune'); see `sepo-bench --help`."),
     (["eval", "--config", "missing.yaml"], "Config file missing.yaml does not exist; pass a YAML file such as "
      "configs/local.yaml."),
 ]
