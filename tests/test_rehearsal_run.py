@@ -52,7 +52,7 @@ def check(out: str, run_dir: Path, rows: list[dict], methods: list[str], n_bench
         assert f"    {m} " in out  # a line per method in the estimate
     from harness.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{run_dir.parent / 'mlflow.db'}", "paper-rehearsal")
+    tracker = Tracker(f"sqlite:///{run_dir / 'mlflow.db'}", "paper-rehearsal")
     ids = {r["mlflow_run_id"] for r in rows}
     assert len(ids) == len(rows) and all(tracker.client.get_run(i).info.status == "FINISHED" for i in ids)
     report = (run_dir / "report" / "report.md").read_text()

@@ -2,9 +2,9 @@
 
 The config is kept (models, prices, max_concurrency, caps, budgets, methods) except where the run goes:
 both endpoints point at the world's servers, API keys are a dummy in this process only, outputs go to
-`<output_dir>/rehearsal/` (default runs/rehearsal) as experiment `<name>-rehearsal` with its own response
-cache (emptied by --fresh, so the estimate counts every request) and MLflow store, and `simulated` is set so
-every output says so. Nothing it prints is a result.
+`<output_dir>/rehearsal/<name>-rehearsal/` (default under runs/rehearsal) as experiment `<name>-rehearsal`,
+with its own response cache and MLflow store inside (--fresh removes that folder, so the estimate counts
+every request of a whole run), and `simulated` is set so every output says so. Nothing it prints is a result.
 """
 
 from __future__ import annotations
@@ -37,10 +37,19 @@ def derive(cfg: ExperimentConfig, output_dir: str | None = None) -> ExperimentCo
     out.output_dir = str(root.resolve() if root.is_absolute() else cfg.path(str(root)))
     out.name = f"{cfg.name}-rehearsal"
     out.simulated = True
-    out.llm.cache.path = str(Path(out.output_dir) / f"{out.name}-cache.sqlite")
+    out.llm.cache.path = str(out.run_dir / "llm-cache.sqlite")
     out.llm.cache.mode = "read-write"
-    out.tracking.uri = f"sqlite:///{Path(out.output_dir) / 'mlflow.db'}"
+    out.tracking.uri = f"sqlite:///{out.run_dir / 'mlflow.db'}"
     return out
+
+
+def start_over(cfg: ExperimentConfig) -> None:
+    """--fresh: remove the rehearsal's own folder (cache, MLflow store, checkpoints, shared stages), so the
+    estimate counts every request of a whole run. Only ever a simulated run's `<name>-rehearsal` folder."""
+    import shutil
+
+    if cfg.simulated and cfg.run_dir.name.endswith("-rehearsal") and cfg.run_dir.is_dir():
+        shutil.rmtree(cfg.run_dir)
 
 
 def point_at(cfg: ExperimentConfig, urls: dict[str, str]) -> None:
@@ -69,16 +78,18 @@ def dummy_keys(cfg: ExperimentConfig):
 
 
 def results_rows(cfg: ExperimentConfig, returned: Any) -> list[dict[str, Any]]:
-    """Every finished cell of the rehearsal: results.json (finished earlier ones too), else what run() gave."""
+    """The cells of this run as run() returned them (finished earlier ones too), else (a crash) every row of
+    results.json."""
     import json
 
+    rows = [r for r in returned or [] if isinstance(r, dict)]
     path = cfg.run_dir / "results.json"
-    if path.is_file():
-        try:
-            return list(json.loads(path.read_text(encoding="utf-8")).get("results", []))
-        except (ValueError, AttributeError):
-            pass
-    return [r for r in returned or [] if isinstance(r, dict)]
+    if rows or not path.is_file():
+        return rows
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")).get("results", []))
+    except (ValueError, AttributeError):
+        return []
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -101,9 +112,8 @@ def rehearse(cfg: ExperimentConfig, opts, settings: Settings) -> int:
     from harness.rehearsal.world import World
 
     print(BANNER, flush=True)
-    if opts.fresh:  # a cache left by an earlier rehearsal would answer requests the estimate must count
-        for suffix in ("", "-wal", "-shm"):
-            Path(cfg.llm.cache.path + suffix).unlink(missing_ok=True)
+    if opts.fresh:
+        start_over(cfg)
     seeds = sorted(set(opts.seeds or cfg.seeds))
     extra = sorted(getattr(Experiment(cfg, opts), "pools", None) or ())  # the pool benchmarks methods open
     world = World.for_config(cfg, seeds, extra, latency_s=settings.latency_s, jitter=settings.jitter)
