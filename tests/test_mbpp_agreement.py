@@ -127,6 +127,7 @@ def test_agreement_on_a_sample_of_tasks() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~10,700 programs judged twice: 13 min on a quiet 2-core machine
 def test_agreement_on_every_task() -> None:
     items = programs()
     assert len({tid for tid, _, _ in items}) == 974
