@@ -56,8 +56,8 @@ _HEADING = re.compile(r"^[ \t]*(?:#+[ \t]*|[*_]{2})?[ \t]*final[ \t]+answer[ \t]
                       r"\s*(\S[^\n]*)", re.IGNORECASE | re.MULTILINE)
 # A revision after the stated answer ('..., wait, actually it's 469') commits to a new value.
 _REVISION = re.compile(r"\b(?:wait|actually|correction|oops|on second thought|i made an? (?:mistake|error))\b"
-                       r"[^\n]{0,60}?\b(?:it'?s|it is|is|should be|must be|becomes)[ \t]+\$?[ \t]*"
-                       r"(-?\d[\d,]*(?:\.\d+)?)(?![\d.]*\d)", re.IGNORECASE)
+                       r"[^\n]{0,60}?\b(?:it'?s|it is|the answer is|(?:it|the answer) (?:should|must) be)"
+                       r"[ \t]+\$?[ \t]*(-?\d[\d,]*(?:\.\d+)?)(?![\d.]*\d)", re.IGNORECASE)
 # Whatever follows a box and belongs to its expression: \boxed{468}^{2} is 468 squared, not 468.
 _BOX_TAIL = re.compile(r"[ \t]*(?:\^[ \t]*(?:\{[^{}]*\}|\d+)|_[ \t]*(?:\{[^{}]*\}|\w)|!(?!=))")
 _BOX_JOIN = re.compile(r"[\s$,;.]*(?:\\(?:quad|qquad|text\{[^{}]*\}|lor|vee|,)|\bor\b|\band\b|/|\|)?[\s$,;.]*")

@@ -97,6 +97,8 @@ AIME_TABLE: list[tuple[str, str]] = [
     ("\\boxed{469}, no wait, actually it's 468.", "correct"),
     ("The answer is 468. Actually, it is 468.", "correct"),
     ("\\boxed{468}\n\nHmm, but maybe 469 works too.", "correct"),  # an afterthought is not an answer
+    ("\\boxed{468}\n\nWait, let me verify: 17_b is 1 \\cdot b + 7, fine.", "correct"),  # a check, not a revision
+    ("The answer is 469.\n\nWait, actually the answer should be 468.", "correct"),
     # attacks
     ("\\boxed{468} or \\boxed{469}", "hedged answer"),
     ("\\boxed{468, 469}", "hedged answer"),
