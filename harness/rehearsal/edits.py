@@ -2,8 +2,8 @@
 (sometimes) drop one or pad the prompt, so methods have better and worse children to tell apart.
 
 Each feature of features.FEATURES has sentences that carry it; the domain feature has one per benchmark.
-`skill` (SePO: the number of META_RULES in the prompt agent's own prompt) makes worse edits rarer and
-steers additions to the features the rules name.
+`skill` (SePO: the features the META_RULES in the prompt agent's own prompt name) makes worse edits rarer,
+steers additions to the features the rules name, and adds 1 + len(skill) // 2 features at once.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ def edit(prompt: str, bench: str, r: float, skill: list[str] = ()) -> tuple[str,
             return drop(prompt, f, bench) or prompt, f"dropped {f}"
         return (prompt.rstrip() + "\n" + PADDING).strip(), "padded"
     missing = [f for f in ORDER if f not in have]
-    preferred = [f for f in skill if f in missing] or missing
+    preferred = [f for f in skill if f in missing] + [f for f in missing if f not in skill]
     if not preferred:
         return prompt, "unchanged"
-    f = preferred[int(r * 7919) % len(preferred)]
-    return (prompt.rstrip() + "\n" + snippet(f, bench)).strip(), f"added {f}"
+    k = int(r * 7919) % len(preferred) if not skill else 0
+    added = preferred[k:k + 1 + len(skill) // 2]  # a skilled agent fixes more at once
+    lines = [prompt.rstrip(), *(snippet(f, bench) for f in added)]
+    return "\n".join(lines).strip(), f"added {', '.join(added)}"
