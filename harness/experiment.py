@@ -346,9 +346,12 @@ class Experiment:
     # ---- the parts of a cell -------------------------------------------------------------------
     def cell_inputs(self, c: Cell, ob: OpenBench, llms: LLMs) -> dict[str, Any]:
         """Everything that changes a cell's result; its hash is the cell key."""
+        models = models_of(llms)
+        if self.cfg.simulated:  # the world listens on a new port each run: a rerun must find its cells
+            models = {role: {**m, "base_url": "simulated"} for role, m in models.items()}
         return {"method": c.base, "settings": c.settings, "benchmark": entry_key(c.bench),
                 "options": c.bench.split_options(), "seed": c.seed, "initial_prompt": self.initial_prompt,
-                "models": models_of(llms), "budget": self.cfg.budget_per_cell.model_dump(),
+                "models": models, "budget": self.cfg.budget_per_cell.model_dump(),
                 "data": data_fingerprint(ob, c.seed), "test_limit": self.opts.limit,
                 "held_out": sorted(self.cfg.held_out), "reply_cap": reply_cap(ob.bench, llms.task),
                 "stage_budget": self.cfg.stage_budget.model_dump()}
