@@ -5,6 +5,7 @@ the task agent (predict_fn) and the prompt agent on the embedded local models. R
 """
 
 import time
+from pathlib import Path
 
 import mlflow
 import openai
@@ -16,6 +17,8 @@ from harness.mlflow_optimizer import SePOPromptOptimizer
 
 mlflow.set_tracking_uri("sqlite:///runs/mlflow-example.db")
 mlflow.set_registry_uri("sqlite:///runs/mlflow-example.db")
+if mlflow.get_experiment_by_name("sepo-mlflow-example") is None:  # artifacts beside the store, not in the cwd
+    mlflow.create_experiment("sepo-mlflow-example", artifact_location=Path("runs/mlflow-example").resolve().as_uri())
 mlflow.set_experiment("sepo-mlflow-example")
 prompt = mlflow.genai.register_prompt(name="arithmetic", template="Answer the question.\n\n{{question}}")
 
@@ -43,10 +46,13 @@ with LlamaServer("qwen2.5-coder-0.5b") as task_model:  # the embedded task model
         return reply.choices[0].message.content
 
     optimizer = SePOPromptOptimizer(
-        prompt_llm=None,  # the embedded prompt model (qwen2.5-coder-1.5b); or {"base_url": ..., "model": ...}
-        budget=40,  # example evaluations, as budget_per_cell.max_evaluations in the grid
-        settings={"pretrain_generations": 1, "pretrain_children": 1, "pretrain_minibatch": 2,  # p~* on this data
-                  "generations": 1, "children": 2, "minibatch": 3, "val_top_n": 2, "lenient_tags": True})
+        # the prompt agent: any OpenAI-compatible endpoint, here the same local server (None: the embedded 1.5B)
+        prompt_llm={"base_url": task_model.base_url, "model": task_model.name, "max_tokens": 500},
+        budget=24,  # example evaluations, as budget_per_cell.max_evaluations in the grid
+        # the hand-written p~ (pre-training p~* on these rows costs ~16 more evaluations: drop self_improve and
+        # set pretrain_generations/pretrain_children/pretrain_minibatch; or load one: prompt_agent_path=...)
+        settings={"self_improve": False, "generations": 2, "children": 1, "minibatch": 3, "val_top_n": 2,
+                  "agent_max_tokens": 500, "lenient_tags": True})
     t0 = time.monotonic()
     with mlflow.start_run(run_name="sepo") as run:
         result = mlflow.genai.optimize_prompts(predict_fn=predict_fn, train_data=data, prompt_uris=[prompt.uri],
