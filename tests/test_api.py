@@ -78,3 +78,18 @@ def test_bad_inputs_are_one_sentence():
         optimize("gepa", SEED, rows(2))
     with pytest.raises(ConfigError, match="template variable"):
         optimize("gepa", "Q: {{question}} {{ctx}}", rows(2), score_fn=score_fn, task_llm="smollm2-135m")
+
+
+def test_a_pstar_from_an_earlier_run_is_loaded(tmp_path):
+    pre = {"pretrain_generations": 1, "pretrain_children": 1, "pretrain_minibatch": 4, "generations": 1,
+           "children": 1, "minibatch": 4, "val_top_n": 1}
+    with LoopbackServer(reply=Agent()) as srv:
+        first = optimize("sepo", SEED, rows(12), rows(4, 12), score_fn, budget=200,
+                         settings={**pre, "pstar_dir": str(tmp_path)}, **llms(srv.url))
+        (artifact,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+        again = optimize("sepo", SEED, rows(12), rows(4, 12), score_fn, budget=200, name="other-task",
+                         settings={**pre, "prompt_agent_path": str(artifact)}, **llms(srv.url))
+    assert first.extra["pstar"]["source"] == "pre-trained" and again.extra["pstar"]["source"] == "given"
+    assert again.extra["prompt_agent"] == first.extra["prompt_agent"] and "RULE" in again.extra["prompt_agent"]
+    assert not again.extra["pretrain_candidates"]
+    assert again.usage["total"]["evaluations"] < first.usage["total"]["evaluations"]
