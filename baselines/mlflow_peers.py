@@ -137,8 +137,8 @@ def _sink(callbacks: Any, on_candidate: Callable[[Candidate], None] | None) -> C
 class _GEPAEvents:
     """GEPA's callbacks -> harness candidates (ids gepa-<pool index>, as `gepa` names them)."""
 
-    def __init__(self, run: _Run, train_ids: list[str], callbacks: Any) -> None:
-        self.run, self.train_ids, self.callbacks = run, train_ids, callbacks
+    def __init__(self, run: _Run, train_ids: list[str], val_ids: list[str], callbacks: Any) -> None:
+        self.run, self.train_ids, self.val_ids, self.callbacks = run, train_ids, val_ids, callbacks
         self.iteration, self.pending, self.mark = 0, {}, run.spend.mark()
 
     def on_iteration_start(self, event: dict[str, Any]) -> None:
@@ -175,7 +175,7 @@ class _GEPAEvents:
         self.run.add(self._proposal(f"gepa-it{self.iteration}-rejected", False, reason=event.get("reason")))
 
     def on_valset_evaluated(self, event: dict[str, Any]) -> None:
-        idx, ids = event["candidate_idx"], [str(i) for i in event["scores_by_val_id"]]
+        idx, ids = event["candidate_idx"], [self.val_ids[i] for i in event["scores_by_val_id"]]
         if idx == 0:
             cand = Candidate("gepa-0", event["candidate"][COMPONENT], None, 0, None, event["average_score"],
                              {"stage": "pool", "admitted": True, "cost": self.run.spend.since(self.mark)})
@@ -207,7 +207,7 @@ class MLflowGEPA:
         run = _Run(task, prompt_llm, _sink(callbacks, on_candidate), "mlflow-gepa")
         train = _rows(task.train)
         val = _rows(task.val[: s.val_size] if s.val_size else task.val) if s.valset == "val" and task.val else train
-        events = _GEPAEvents(run, [r["id"] for r in train], callbacks)
+        events = _GEPAEvents(run, [r["id"] for r in train], [r["id"] for r in val], callbacks)
 
         def stop(_state: Any) -> bool:
             asked = getattr(callbacks, "stop_reason", lambda: None)()

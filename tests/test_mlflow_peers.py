@@ -58,6 +58,9 @@ def test_mlflow_gepa_and_gepa_on_the_same_cells_within_the_budget(world):
         assert row["best_test"] > row["initial_test"] and kw("alpha") in row["best_prompt"], method
         ids = {c["id"] for c in row["candidates"]}
         assert all(c["parent_id"] is None or c["parent_id"] in ids for c in row["candidates"]), method
+    pool = [c for c in by["mlflow-gepa"]["candidates"] if c["meta"]["stage"] == "pool"]
+    assert pool and all(len(c["meta"]["val_example_ids"]) == 4 and all(str(i).startswith("w") for i in
+                                                                         c["meta"]["val_example_ids"]) for c in pool)
     # every reflection call of MLflow's GEPA went through the bridge onto the cell's ledger
     assert sum(r["usage"]["prompt"]["requests"] for r in rows_out) == prompt_requests
 
