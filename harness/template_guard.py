@@ -88,7 +88,7 @@ class GuardedLLM(LLMClient):
     """The prompt agent's client (same endpoint, connections, cache and ledger) with rewrites that lose or
     rename template variables retried; see the module docstring."""
 
-    def __init__(self, inner: LLMClient, required: frozenset[str], retries: int = 2) -> None:  # noqa: D107
+    def __init__(self, inner: LLMClient, required: frozenset[str], retries: int = 2) -> None:  # shares inner's state
         self.__dict__.update(inner.__dict__)
         self.required, self.retries = frozenset(required), retries
         self.refused_replies = 0
