@@ -73,3 +73,24 @@ def test_bigger_paper_rehearsal(tmp_path, capsys):
                   {"name": "aime"}, {"name": "sudoku", "n_test": 12, "options": {"size": 4}}]
     out, run_dir, rows, methods = rehearse(tmp_path, capsys, benchmarks, budget=160, stage_budget=320)
     check(out, run_dir, rows, methods, 4)
+
+
+def test_rehearsal_without_docker_when_no_benchmark_runs_code(tmp_path, capsys, monkeypatch):
+    """A config without MBPP never touches Docker (any sandbox request would fail here)."""
+    import json
+
+    import sandboxes
+    from harness.cli import main
+
+    def no_docker(*a, **k):
+        raise AssertionError("the rehearsal asked for a sandbox")
+
+    monkeypatch.setattr(sandboxes, "make_sandbox", no_docker)
+    cfg, _ = reduced_paper(tmp_path, [{"name": "gpqa", "n_train": 12, "n_val": 6, "n_test": 6}], 40, 48)
+    data = yaml.safe_load(cfg.read_text())
+    data["methods"] = {"manual-cot": {}, "gepa": {}}
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["rehearse", "--config", str(cfg), "--latency-ms", "0", "--no-report"]) == 0
+    rows = json.loads((tmp_path / "runs" / "rehearsal" / "paper-rehearsal" / "results.json").read_text())["results"]
+    assert sorted(r["method"] for r in rows) == ["gepa", "manual-cot"]
+    assert capsys.readouterr().out.startswith("SIMULATED")
