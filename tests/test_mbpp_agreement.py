@@ -64,6 +64,7 @@ def variants(code: str, tests: str) -> list[tuple[str, str]]:
     call = _lhs(first)
     name = re.match(r"\s*([A-Za-z_]\w*)", call).group(1)
     body = code.rstrip() + "\n"
+    setup_bound = any(not ln.strip().startswith("assert") for ln in tests.splitlines() if ln.strip())
     return [
         ("canonical", body),
         ("guarded doctest", body + "\nif __name__ == '__main__':\n    import doctest\n    doctest.testmod()\n"),
@@ -71,7 +72,8 @@ def variants(code: str, tests: str) -> list[tuple[str, str]]:
          f"        {first.strip()}\nif __name__ == '__main__':\n    unittest.main()\n"),
         ("traceback in except", "import traceback\n" + body + f"\ntry:\n    print({call})\nexcept Exception:\n"
          "    traceback.print_exc()\n"),
-        ("example prints", body + f"\nprint('example:', {call})\n"),
+        # MBPP 367 and 927 call with trees the tests build: printing one from the program is a NameError
+        ("example prints" + (" (test setup's names)" if setup_bound else ""), body + f"\nprint('example:', {call})\n"),
         ("typing imports", "from typing import Any, Dict, List, Optional, Tuple\n" + body),
         ("stub", body + f"\ndef {name}(*args, **kwargs):\n    return None\n"),
         ("syntax error", body + "\n)\n"),
