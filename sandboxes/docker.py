@@ -24,6 +24,7 @@ from collections import deque
 from typing import Self
 
 from sandboxes.base import Program, RunResult, SandboxUnavailable
+from sandboxes.engine import connect
 from sandboxes.image import DEFAULT_TAG, ensure_image
 from sandboxes.wire import DEFAULT_CAP, chunks, driver_source, run_pending, run_programs
 
@@ -31,23 +32,7 @@ LABEL = "sepo-bench.sandbox"
 OWNER = "sepo-bench.owner"
 GRACE_S = 5.0  # host-side slack on top of the in-container timeout before a container is killed
 ARG_CHUNK = 100_000  # one argv string may hold at most 128 KiB
-HOW_TO_START = ("start it with `make docker` or `dockerd --bridge=none --iptables=false --ip-forward=false "
-                "--ip-masq=false &` (or set DOCKER_HOST)")
 _LIVE: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
-
-
-def connect(timeout: float = 600):
-    """A docker client, or SandboxUnavailable saying how to start the engine (the one place that connects)."""
-    try:
-        import docker
-    except ImportError as e:
-        raise SandboxUnavailable("The `docker` Python SDK is missing: pip install 'docker>=7'.") from e
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as e:
-        raise SandboxUnavailable(f"Docker engine not reachable ({type(e).__name__}); {HOW_TO_START}.") from e
-    return client
 
 
 def remove_labelled(client=None, only_dead_owners: bool = False) -> int:

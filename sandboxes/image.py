@@ -45,7 +45,7 @@ def rootfs_tarball() -> Path:
 
 
 def _client():
-    from sandboxes.docker import connect
+    from sandboxes.engine import connect
 
     return connect()
 
