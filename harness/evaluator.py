@@ -18,6 +18,7 @@ from harness.aio import run_sync
 from harness.benchmarks.base import Benchmark, Example, Score
 from harness.llm.client import ChatResult, LLMClient
 from harness.progress import progress_bar
+from harness.seeds import derive_seed
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,13 @@ class Evaluator:
         return EvalResult([state[i].record(ex.id) for i, ex in enumerate(examples)])
 
     async def _ask(self, system_prompt: str, ex: Example, sample: int, k: int) -> ChatResult:
-        # Later attempts of pass@k need sampling to differ; the first is the endpoint's default.
+        # Later attempts of pass@k need sampling to differ: a sampling temperature and a seed of their own (an
+        # endpoint that honours `seed` would otherwise return the same reply k times); the first attempt is the
+        # endpoint's default.
         temperature = None if sample == 0 else max(0.7, self.llm.endpoint.temperature)
+        seed = self.seed if sample == 0 or self.seed is None else derive_seed(self.seed, "attempt", sample)
         return await self.llm.chat(self.benchmark.to_messages(system_prompt, ex), max_tokens=self.max_tokens,
-                                   seed=self.seed, sample=sample, temperature=temperature)
+                                   seed=seed, sample=sample, temperature=temperature)
 
     def evaluate(self, system_prompt: str, examples: list[Example], label: str = "evaluating") -> EvalResult:
         """Sync entry point (runs on the shared harness loop)."""

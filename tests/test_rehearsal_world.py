@@ -28,8 +28,9 @@ def agent():
     return build_index(cfg, [0])
 
 
-def body(bench, system, ex, max_tokens=100_000, temperature=0.0):
-    return {"messages": bench.to_messages(system, ex), "max_tokens": max_tokens, "temperature": temperature}
+def body(bench, system, ex, max_tokens=100_000, temperature=0.0, seed=None):
+    return {"messages": bench.to_messages(system, ex), "max_tokens": max_tokens, "temperature": temperature,
+            "seed": seed}
 
 
 @pytest.mark.parametrize("name", list(BENCHES))
@@ -98,8 +99,10 @@ def test_later_samples_differ_greedy_ones_repeat(agent):
     b = get_benchmark("arc")
     ex = b.load("test", 0)[0]
     assert len({agent.reply(body(b, "", ex)).text for _ in range(3)}) == 1
-    hot = [agent.reply(body(b, "x", ex, temperature=0.7)).completion_tokens for _ in range(4)]
-    assert len(set(hot)) > 1
+    hot = [agent.reply(body(b, "x", ex, temperature=0.7, seed=s)).completion_tokens for s in range(4)]
+    assert len(set(hot)) > 1  # sampled attempts with their own seeds differ
+    again = [agent.reply(body(b, "x", ex, temperature=0.7, seed=s)).completion_tokens for s in range(4)]
+    assert again == hot  # the same request body gets the same reply, whatever was asked before
 
 
 def test_user_prompt_wrapping_is_found_and_counts(agent):

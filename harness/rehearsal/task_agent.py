@@ -2,18 +2,18 @@
 
 Examples are indexed by the user message `Benchmark.to_messages` builds for them; a user message that wraps
 the question in other text (MetaSPO's user prompts) is found by the question's opening, and the text around
-it counts as instructions. Right with the probability features.p_correct gives the prompt; the attempt is
-0 at temperature 0 (greedy replies repeat) and otherwise the number of times the same request was seen
-(pass@k's later samples differ). Completion lengths are drawn from a per-benchmark log-normal typical of a
-reasoning model (median tokens below); a request whose max_tokens is below the draw is cut there
-(finish_reason "length") and its reply holds no answer. Prompt tokens are characters / 4.
+it counts as instructions. Right with the probability features.p_correct gives the prompt; a reply is a
+function of the request body: greedy replies repeat, and a sampled one (pass@k's later attempts) is drawn
+per request seed, as an endpoint that honours `seed` does, so cells give the same replies in any order.
+Completion lengths are drawn from a per-benchmark log-normal typical of a reasoning model (median tokens
+below); a request whose max_tokens is below the draw is cut there (finish_reason "length") and its reply
+holds no answer. Prompt tokens are characters / 4.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -49,7 +49,6 @@ class TaskAgent:
     def __init__(self) -> None:
         self.by_message: dict[str, Item] = {}
         self.by_opening: dict[str, list[tuple[str, Item]]] = {}
-        self.seen: Counter[str] = Counter()
         self.misses = 0
         self.lock = threading.Lock()
 
@@ -83,11 +82,10 @@ class TaskAgent:
                 self.misses += 1
             return Reply("I cannot tell which problem this is. (simulated task agent)", prompt_tokens, 20, "stop")
         item, around = found
-        key = f"{system}\x1e{user}"
+        # A sampled request (pass@k's later attempts) draws anew per seed, as an endpoint that honours `seed`
+        # would: the same request body always gets the same reply, whatever ran before it (cells in any order).
         greedy = not float(body.get("temperature") or 0.0)
-        with self.lock:
-            attempt = 0 if greedy else self.seen[key]
-            self.seen[key] += 1
+        attempt = 0 if greedy else f"sampled:{body.get('seed')}"
         prof = features.profile(system + "\n" + around, item.bench)
         draw = (system, user, attempt)
         right = features.unit("right", *draw) < features.p_correct(prof, item.bench)
