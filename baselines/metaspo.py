@@ -34,11 +34,9 @@ system prompts with stage "outer" (train_score = the mean over nodes, meta admit
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
@@ -60,7 +58,7 @@ from baselines.common import (
     parse_settings,
     rng,
 )
-from harness.files import write_atomic
+from harness.files import locked, write_atomic
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded
 from harness.optimizer import (
@@ -149,18 +147,6 @@ Reference answer:
 
 
 RESULT = "result.json"  # a finished meta-training in its shared-stage folder
-
-
-@contextmanager
-def locked(d: Path) -> Iterator[None]:
-    """An exclusive lock on a stage folder (threads and processes alike)."""
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class MetaSPOSettings(Settings):

@@ -16,12 +16,10 @@ target's test split under the cell's seed (RunContext.check_disjoint_from_test).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +126,3 @@ def artifact_dir(store: Path, key: dict[str, Any]) -> Path:
 
 def complete(d: Path) -> bool:
     return (d / TEXT).is_file() and (d / PROVENANCE).is_file()
-
-
-@contextmanager
-def locked(d: Path) -> Iterator[None]:
-    """An exclusive lock on the artifact folder (threads and processes alike)."""
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -40,6 +40,7 @@ from pydantic import Field
 
 from harness.config import ConfigError
 from harness.evaluator import Evaluator
+from harness.files import locked
 from harness.llm.client import LLMClient
 from harness.llm.usage import BudgetExceeded, Ledger, snapshot_of
 from harness.optimizer import (
@@ -312,7 +313,7 @@ class SePO:
 
         if d is None:  # no shared store: pre-train for this cell only
             return run()
-        with artifact.locked(d):
+        with locked(d):
             if artifact.complete(d):
                 return self.load_pstar(plan)
             return run()
