@@ -329,6 +329,15 @@ def _die_with_parent() -> None:  # runs in the child before exec
         pass
 
 
+def cpu_has_amx() -> bool:
+    """True on a CPU with AMX: llama.cpp's weight repacking for AMX dies loading a model there (seen on a Xeon
+    VM: llama-server exit 139 with repacking, healthy with --no-repack), so the server runs without it."""
+    try:
+        return " amx" in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 class LlamaServer:
     """A llama.cpp OpenAI-compatible server for one local model, on 127.0.0.1.
 
@@ -366,7 +375,8 @@ class LlamaServer:
                 "--host", "127.0.0.1", "--port", port, "--parallel", str(self.parallel),
                 "--ctx-size", str(self.n_ctx * self.parallel), "--no-kv-unified",  # each slot its own n_ctx
                 "--threads", t, "--threads-batch", t, "--cache-prompt", "--cache-ram", "1024",
-                "--no-webui", "--log-verbosity", "2"]  # warnings and errors only: a long run logs little
+                "--no-webui", "--log-verbosity", "2",  # warnings and errors only: a long run logs little
+                *(["--no-repack"] if cpu_has_amx() else [])]
 
     def start(self) -> LlamaServer:
         if self.backend == "python":
