@@ -246,6 +246,11 @@ class ESPL:
     name = "espl"
     Settings = ESPLSettings
 
+    @staticmethod
+    def preload() -> None:
+        """Import trueskill before cells run in threads (harness.experiment.warm_imports)."""
+        import trueskill  # noqa: F401
+
     def __init__(self, settings: ESPLSettings | dict[str, Any] | None = None, *, rl_update: RLHook | None = None,
                  **overrides: Any) -> None:
         self.settings = parse_settings(ESPLSettings, settings, overrides)

@@ -252,6 +252,11 @@ class GEPA:
     name = "gepa"
     Settings = GEPASettings
 
+    @staticmethod
+    def preload() -> None:
+        """Import gepa before cells run in threads (harness.experiment.warm_imports)."""
+        import gepa  # noqa: F401
+
     def __init__(self, settings: GEPASettings | dict[str, Any] | None = None, **overrides: Any) -> None:
         self.settings = parse_settings(GEPASettings, settings, overrides)
         self.reflection: ReflectionLM | None = None

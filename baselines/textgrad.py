@@ -140,6 +140,11 @@ class TextGradSettings(Settings):
 
 class TextGrad:
     name = "textgrad"
+
+    @staticmethod
+    def preload() -> None:
+        """The slow, thread-unsafe imports, done once before cells run in threads (harness.experiment)."""
+        _engine_classes()
     Settings = TextGradSettings
 
     def __init__(self, settings: TextGradSettings | dict[str, Any] | None = None, **overrides: Any) -> None:

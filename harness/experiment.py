@@ -723,15 +723,18 @@ def reply_cap(bench: Benchmark, task_llm) -> int | None:
 
 def warm_imports(cells: list[Cell]) -> None:
     """Import what cell threads would otherwise import lazily at the same time (a partially initialised
-    module seen by a second thread: httpx's 'no attribute Timeout' ended a 4-thread grid)."""
+    module seen by a second thread: httpx's 'no attribute Timeout' ended a 4-thread grid): the LLM client's
+    modules, and each method's own (`preload()` on its class, e.g. textgrad's, with its settings)."""
     import importlib
 
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    bases = {c.base for c in cells}
-    for mod in ("httpx", "openai", "openai.types.chat", "anyio", "harness.cell", "harness.run",
-                *(["textgrad"] if "textgrad" in bases else []), *(["gepa"] if "gepa" in bases else []),
-                *(["trueskill"] if "espl" in bases else [])):
+    from harness.methods import method_class
+
+    for mod in ("httpx", "openai", "openai.types.chat", "anyio", "harness.cell", "harness.run"):
         importlib.import_module(mod)
+    for base in sorted({c.base for c in cells}):
+        preload = getattr(method_class(base), "preload", None)
+        if preload is not None:
+            preload()
 
 
 def protocol_of(cfg: ExperimentConfig) -> str | None:
