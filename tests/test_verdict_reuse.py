@@ -10,7 +10,8 @@ from harness.benchmarks import get_benchmark
 from harness.benchmarks.base import Example, Score
 from harness.evaluator import score_cached
 from sandboxes.base import RunResult
-from tests.sandbox_fixtures import docker_sandbox  # noqa: F401  (a session fixture)
+
+pytest_plugins = ["tests.sandbox_fixtures"]  # the session-wide Docker sandbox (one per session, not per module)
 
 FENCED = "{prose}\n```python\n{code}\n```"
 
@@ -29,7 +30,7 @@ class Counting:
 
 
 @pytest.mark.docker
-def test_each_distinct_program_runs_once_in_the_sandbox(docker_sandbox):  # noqa: F811
+def test_each_distinct_program_runs_once_in_the_sandbox(docker_sandbox):
     box = Counting(docker_sandbox)
     bench = get_benchmark("mbpp", sandbox=box)
     exs = bench.load("test", 0)[:3]
@@ -44,7 +45,7 @@ def test_each_distinct_program_runs_once_in_the_sandbox(docker_sandbox):  # noqa
 
 
 @pytest.mark.docker
-def test_a_timeout_is_not_kept(docker_sandbox):  # noqa: F811
+def test_a_timeout_is_not_kept(docker_sandbox):
     box = Counting(docker_sandbox, timeout_for="# slow")
     bench = get_benchmark("mbpp", sandbox=box)
     ex = bench.load("test", 0)[0]
