@@ -10,7 +10,7 @@ from the llama.cpp source that the llama-cpp-python 0.3.36 sdist on PyPI vendors
 sha256) and cached under the user cache directory keyed by that hash and the host CPU, so a second
 run (and CI with a kept cache) reuses it. It decodes `parallel` requests at once (continuous
 batching), each slot with its own `n_ctx` tokens of context, and reuses a cached prompt prefix.
-Fallback (`llm.local_server: python`): llama-cpp-python's `python -m llama_cpp.server`, one request
+Fallback (`llm.local_server: python`): llama-cpp-python's server (`python -m harness.llm.pyserver`), one request
 at a time, the baseline of perf/local_throughput.py; an optional extra the default install does not build
 (it compiles llama.cpp a second time): `make install-python-server`. The llama-server build needs only the
 sdist, fetched with `pip download` (no compile of the Python package).
@@ -368,8 +368,8 @@ class LlamaServer:
     def _command(self, model_path: Path) -> list[str]:
         port, t = str(self.port), str(self.n_threads)
         if self.backend == "python":
-            return [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", self.name,
-                    "--host", "127.0.0.1", "--port", port, "--n_ctx", str(self.n_ctx),
+            return [sys.executable, "-m", "harness.llm.pyserver", "--model", str(model_path),
+                    "--model_alias", self.name, "--host", "127.0.0.1", "--port", port, "--n_ctx", str(self.n_ctx),
                     "--n_threads", t, "--n_threads_batch", t]
         return [str(server_binary()), "--model", str(model_path), "--alias", self.name,
                 "--host", "127.0.0.1", "--port", port, "--parallel", str(self.parallel),
