@@ -10,21 +10,15 @@ stop the run cleanly. The server listens on 127.0.0.1 on a free port, in a daemo
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from harness.aio import run_sync
 from harness.llm.client import LLMClient, LLMError
+from harness.llm.serve import JSONHandler, LoopbackServer, chat_completion, models_list
 from harness.llm.usage import BudgetExceeded
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class Bridge:
+class Bridge(LoopbackServer):
     """`with Bridge(client) as b:` litellm with `model=f"openai/{b.model}"`, `api_base=b.url`."""
 
     def __init__(self, client: LLMClient) -> None:
@@ -32,24 +26,11 @@ class Bridge:
         self.model = client.model
         self.requests = 0
         self.budget_hit: str | None = None
-        self._httpd = _Server(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="llm-bridge", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        super().__init__(self._handler(), "llm-bridge")
 
     def litellm_kwargs(self) -> dict[str, Any]:
         """What litellm needs to reach this bridge (model prefix `openai/`)."""
         return {"api_base": self.url, "api_key": "bridge"}
-
-    def __enter__(self) -> Bridge:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     def complete(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON reply) for one chat completion request."""
@@ -67,35 +48,18 @@ class Bridge:
         except LLMError as exc:
             return 502, _error(str(exc), "upstream_error")
         self.requests += 1
-        return 200, {"id": f"bridge-{self.requests}", "object": "chat.completion", "created": 0, "model": self.model,
-                     "choices": [{"index": 0, "finish_reason": res.finish_reason or "stop",
-                                  "message": {"role": "assistant", "content": res.text}}],
-                     "usage": {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
-                               "total_tokens": res.prompt_tokens + res.completion_tokens}}
+        return 200, chat_completion(f"bridge-{self.requests}", self.model, res.text, res.finish_reason or "stop",
+                                    res.prompt_tokens, res.completion_tokens)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[JSONHandler]:
         bridge = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def do_GET(self) -> None:  # /v1/models
-                self._send(200, {"object": "list", "data": [{"id": bridge.model, "object": "model"}]})
+                self.send_json(200, models_list(bridge.model))
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                self._send(*bridge.complete(body))
+                self.send_json(*bridge.complete(self.read_json()))
 
         return Handler
 
