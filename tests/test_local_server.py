@@ -117,7 +117,7 @@ def test_command_line_slots_context_and_loopback(tmp_path, monkeypatch):
     assert arg["--host"] == "127.0.0.1" and arg["--parallel"] == "3" and arg["--ctx-size"] == str(3 * 2048)
     assert arg["--threads"] == "1" and "--cache-prompt" in cmd and "--no-kv-unified" in cmd
     py = local.LlamaServer("qwen2.5-coder-0.5b", parallel=4, backend="python")
-    assert py.parallel == 1 and "harness.llm.pyserver" in py._command(Path("m.gguf"))  # llama_cpp.server, no repack on AMX
+    assert py.parallel == 1 and "harness.llm.pyserver" in py._command(Path("m.gguf"))  # no repack on AMX
     with pytest.raises(local.ModelError, match="choose one of"):
         local.LlamaServer("qwen2.5-coder-0.5b", backend="ollama")
 
