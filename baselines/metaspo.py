@@ -72,6 +72,7 @@ from harness.optimizer import (
     callbacks_of,
     check_stop,
 )
+from harness.schema import STAGE_META_TRAIN
 from harness.stages import SharedStage, StageEnv, StageMissing
 
 DEFAULT_SYSTEM = "You are a helpful assistant."  # the repository's default initial system prompt
@@ -254,7 +255,7 @@ class MetaSPO:
                 write_atomic(d / RESULT, json.dumps(out, default=str))
                 return out
 
-        return SharedStage(key=plan["key"], kind="metaspo-meta", build=build, done=(d / RESULT).is_file,
+        return SharedStage(key=plan["key"], kind=STAGE_META_TRAIN, build=build, done=(d / RESULT).is_file,
                            describe=f"MetaSPO meta-training on {', '.join(plan['names'])} (seed {plan['seed']})",
                            pool=plan["names"])
 

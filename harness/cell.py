@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +35,16 @@ class CellOutcome:
     restored: dict[str, float]  # what the ledger was charged on resume for work done before
     ledger: Ledger | None = None  # the optimizer's ledger (snapshot() for every reply it used)
 
-    @property
-    def stopped(self) -> str | None:
-        return (self.result.extra or {}).get("stopped")
-
 
 def saved_usage(folder: Path) -> Usage | None:
     p = folder / USAGE_FILE
     if not p.is_file():
         return None
     data = json.loads(p.read_text(encoding="utf-8"))
-    return Usage(**{k: data[k] for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd",
-                                         "retries", "evaluations", "cached_tokens", "cached_usd") if k in data})
+    return Usage(**{f.name: data[f.name] for f in fields(Usage) if f.name in data})
 
 
 def save_usage(folder: Path, ledger: Ledger) -> None:
-    from dataclasses import asdict
-
     write_atomic(folder / USAGE_FILE, json.dumps(asdict(ledger.total)))
 
 

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import schema
 from harness.benchmarks.base import Benchmark, Example
 from harness.config import BenchmarkConfig, ConfigError, ExperimentConfig
 from harness.evaluator import EvalResult, Evaluator, Record
@@ -372,7 +373,7 @@ class Experiment:
         ck.mkdir(parents=True, exist_ok=True)
         write_atomic(marker, json.dumps(inputs, indent=1, default=str))
 
-    def context(self, c: Cell, benches: dict[str, OpenBench], task_llm, stages_built: bool = True) -> RunContext:
+    def context(self, c: Cell, benches: dict[str, OpenBench], task_llm) -> RunContext:
         target = entry_key(c.bench)
 
         def check_disjoint(name: str, ids) -> None:
@@ -386,12 +387,12 @@ class Experiment:
 
         return RunContext(open_task=task_opener(c, benches, task_llm, self.initial_prompt),
                           shared_dir=self.run_dir / "shared", check_disjoint_from_test=check_disjoint,
-                          held_out=tuple(self.cfg.held_out), shared_stages_built=stages_built)
+                          held_out=tuple(self.cfg.held_out), shared_stages_built=True)
 
     def tags(self, c: Cell, llms: LLMs) -> dict[str, str]:
-        return {"sepo.base_method": c.base, "sepo.held_out": str(canonical_name(c.bench.name) in
-                                                                self.cfg.held_out).lower(),
-                "sepo.local_models": str(llms.task.endpoint.embedded).lower()}
+        return {schema.BASE_METHOD: c.base,
+                schema.HELD_OUT: schema.bool_tag(canonical_name(c.bench.name) in self.cfg.held_out),
+                schema.LOCAL_MODELS: schema.bool_tag(llms.task.endpoint.embedded)}
 
     def run_one(self, c: Cell, benches: dict[str, OpenBench], llms: LLMs, tracker, show: bool) -> dict[str, Any]:
         """One cell (harness/cell.py), skipped when finished earlier; its row, also on results.jsonl."""
@@ -476,7 +477,7 @@ class Experiment:
                 metrics["best_val_score"] = res.best.val_score
             prompts = {"prompt_agent": extra["prompt_agent"]} if extra.get("prompt_agent") else {}
             row["mlflow_run_id"] = run.run_id
-            run.log_tags({"sepo.target_in_pool": str(row["target_in_pool"]).lower()})
+            run.log_tags({schema.TARGET_IN_POOL: str(row["target_in_pool"]).lower()})
             run.finish(metrics=metrics, test_records=out.test.records, initial_records=out.initial.records,
                        best_prompt=res.best.prompt, extra_prompts=prompts,
                        register_as=f"{self.cfg.name}-{c.method}-{ob.bench.name}-seed{c.seed}", result=row,
@@ -543,10 +544,9 @@ class Experiment:
         folder.mkdir(parents=True, exist_ok=True)
         ledger, restored = resumable_ledger(llms.ledger, Budget(**self.cfg.stage_budget.model_dump()), folder)
         task_llm, prompt_llm = llms.task.with_ledger(ledger), llms.prompt.with_ledger(ledger)
-        kind = {"sepo-pretrain": "pretrain", "metaspo-meta": "meta-train"}.get(spec.kind, spec.kind)
         run = None
         if tracker is not None:
-            run = tracker.start_stage(spec.key, kind, methods=sorted(st.methods), targets=sorted(st.targets),
+            run = tracker.start_stage(spec.key, spec.kind, methods=sorted(st.methods), targets=sorted(st.targets),
                                       params={"describe": spec.describe, "pool": spec.pool,
                                               "stage_budget": self.cfg.stage_budget.model_dump()},
                                       simulated=self.cfg.simulated)

@@ -34,7 +34,7 @@ class StageEnv:
 @dataclass
 class SharedStage:
     key: str  # the artifact's key hash: cells with the same key share one build
-    kind: str  # "sepo-pretrain", "metaspo-meta"
+    kind: str  # harness.schema.STAGE_PRETRAIN (SePO's p~*) or STAGE_META_TRAIN (MetaSPO)
     build: Callable[[StageEnv], dict[str, Any]]  # -> {"text", "stopped", "info", "candidates"}
     done: Callable[[], bool]  # already built (a finished artifact on disk)
     describe: str = ""

@@ -52,6 +52,7 @@ from harness.optimizer import (
     RunContext,
     callbacks_of,
 )
+from harness.schema import STAGE_PRETRAIN
 from harness.stages import SharedStage, StageEnv, StageMissing
 from sepo import artifact
 from sepo.agent import PromptAgent, initial_prompt_agent
@@ -343,7 +344,7 @@ class SePO:
                     "candidates": [to_candidate(e, "pretrain") for e in got["result"].archive.entries]
                     if got.get("result") else []}
 
-        return SharedStage(key=plan["draft"]["key_hash"], kind="sepo-pretrain", build=build,
+        return SharedStage(key=plan["draft"]["key_hash"], kind=STAGE_PRETRAIN, build=build,
                            done=lambda: artifact.complete(plan["dir"]),
                            describe=f"SePO {s.variant} p~* on {', '.join(plan['names'])} (pool seed "
                                     f"{plan['pool_seed']})", pool=plan["names"])
