@@ -331,10 +331,11 @@ class Experiment:
         self.cells = expand_grid(cfg, benchmarks=self.opts.benchmarks, seeds=self.opts.seeds,
                                  methods=self.opts.methods)
         self.initial_prompt = self.opts.system_prompt if self.opts.system_prompt is not None else cfg.system_prompt
-        # Build every optimizer once now: bad settings fail before anything starts.
+        # Build every cell's optimizer once now (the stages and the cell use it): bad settings fail first.
+        self.optimizers = {id(c): make_optimizer(c.method, {**c.settings, "method": c.base}) for c in self.cells}
         self.pools: set[str] = set()
         for c in self.cells:
-            opt = make_optimizer(c.method, {**c.settings, "method": c.base})
+            opt = self.optimizers[id(c)]
             self.pools |= pools_needed(opt, c.bench, cfg.held_out)
             check_budget_fits(opt, c.method, cfg)
         self.run_dir = cfg.run_dir
@@ -397,7 +398,6 @@ class Experiment:
     def run_one(self, c: Cell, benches: dict[str, OpenBench], llms: LLMs, tracker, show: bool) -> dict[str, Any]:
         """One cell (harness/cell.py), skipped when finished earlier; its row, also on results.jsonl."""
         from harness.cell import run_cell
-        from harness.methods import make_optimizer
         from harness.registry import method_info
 
         ob = benches[entry_key(c.bench)]
@@ -428,7 +428,7 @@ class Experiment:
                 run.log_candidate(cand)
 
         try:
-            out = run_cell(make_optimizer(c.method, {**c.settings, "method": c.base}), ob.bench, c.seed, llms=llms,
+            out = run_cell(self.optimizers[id(c)], ob.bench, c.seed, llms=llms,
                            budget=Budget(**self.cfg.budget_per_cell.model_dump()), checkpoint_dir=ck,
                            initial_prompt=self.initial_prompt, final=test,
                            make_context=lambda task_llm: self.context(c, benches, task_llm),
@@ -514,12 +514,10 @@ class Experiment:
 
     def plan_stages(self, benches: dict[str, OpenBench], llms: LLMs) -> None:
         """Ask every cell's method for the stage it shares (before any request); group cells by stage key."""
-        from harness.methods import make_optimizer
         from harness.run import make_task
 
         for c in self.cells:
-            opt = make_optimizer(c.method, {**c.settings, "method": c.base})
-            ask = getattr(opt, "shared_stage", None)
+            ask = getattr(self.optimizers[id(c)], "shared_stage", None)
             if ask is None:
                 continue
             ob = benches[entry_key(c.bench)]
