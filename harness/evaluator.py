@@ -8,9 +8,6 @@ evaluated before is not paid for again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,25 +92,6 @@ class EvalResult:
         return sum(r.prompt_tokens + r.completion_tokens for r in self.records)
 
 
-_VERDICTS: weakref.WeakKeyDictionary[Benchmark, dict[tuple[str, str], Score]] = weakref.WeakKeyDictionary()
-_VERDICTS_LOCK = threading.Lock()
-
-
-def score_cached(benchmark: Benchmark, examples: list[Example], replies: list[str]) -> list[Score]:
-    """benchmark.score_many, with every verdict kept per (example, reply): the same reply to the same example
-    (a cached reply, the initial prompt scored in every cell) is scored once, never re-run in the sandbox.
-    Scorers are deterministic functions of (example, reply), so a kept verdict is the verdict."""
-    with _VERDICTS_LOCK:
-        kept = _VERDICTS.setdefault(benchmark, {})
-    keys = [(ex.id, hashlib.sha256(text.encode()).hexdigest()) for ex, text in zip(examples, replies, strict=True)]
-    todo = [i for i, k in enumerate(keys) if k not in kept]
-    if todo:
-        fresh = benchmark.score_many([examples[i] for i in todo], [replies[i] for i in todo])
-        for i, sc in zip(todo, fresh, strict=True):
-            kept[keys[i]] = sc
-    return [kept[k] for k in keys]
-
-
 class Evaluator:
     def __init__(self, benchmark: Benchmark, llm: LLMClient, *, seed: int | None = 0,
                  max_tokens: int | None = None, show_progress: bool = False) -> None:
@@ -139,7 +117,7 @@ class Evaluator:
         with progress_bar(label, total=len(examples), enabled=self.show_progress) as advance:
             for sample in range(k):
                 replies = await asyncio.gather(*(self._ask(system_prompt, examples[i], sample, k) for i in pending))
-                scores = await asyncio.to_thread(score_cached, self.benchmark, [examples[i] for i in pending],
+                scores = await asyncio.to_thread(self.benchmark.score_many, [examples[i] for i in pending],
                                                  [r.text for r in replies])
                 still = []
                 for i, reply, score in zip(pending, replies, scores, strict=True):

@@ -1,14 +1,11 @@
-"""A verdict is decided once: the evaluator keeps each (example, reply) verdict, and a code benchmark runs
-each distinct program once (the same code in other prose, a cached reply), in the real Docker sandbox.
-A timeout is not kept: that program runs again."""
+"""A verdict is decided once: a code benchmark runs each distinct program once (the same code in other prose, a
+cached reply), in the real Docker sandbox. A timeout is not kept: that program runs again."""
 
 from __future__ import annotations
 
 import pytest
 
 from harness.benchmarks import get_benchmark
-from harness.benchmarks.base import Example, Score
-from harness.evaluator import score_cached
 from sandboxes.base import RunResult
 
 pytest_plugins = ["tests.sandbox_fixtures"]  # the session-wide Docker sandbox (one per session, not per module)
@@ -54,19 +51,3 @@ def test_a_timeout_is_not_kept(docker_sandbox):
         s = bench.score(ex, FENCED.format(prose="", code=code))
         assert not s.correct and s.reason == "timeout"
     assert len(box.ran) == 2  # run again each time
-
-
-def test_the_evaluator_scores_each_reply_to_an_example_once():
-    class Bench:
-        calls: list[int] = []
-
-        def score_many(self, examples, replies):
-            self.calls.append(len(replies))
-            return [Score(float(r == "4"), r == "4", "", r, "") for r in replies]
-
-    bench = Bench()
-    exs = [Example("a", "2+2?", "4"), Example("b", "3+1?", "4")]
-    assert [s.correct for s in score_cached(bench, exs, ["4", "5"])] == [True, False]
-    assert [s.correct for s in score_cached(bench, exs, ["4", "5"])] == [True, False] and bench.calls == [2]
-    assert [s.correct for s in score_cached(bench, exs[::-1], ["4", "4"])] == [True, True]
-    assert bench.calls == [2, 1]  # only (b, "4") was new: a verdict is per example and reply
