@@ -319,9 +319,15 @@ class SePO:
                 return self.load_pstar(plan)
             return run()
 
-    def load_pstar(self, plan: dict[str, Any]) -> dict[str, Any]:
+    def load_pstar(self, plan: dict[str, Any], target: str | None = None,
+                   context: RunContext | None = None) -> dict[str, Any]:
+        """The finished p~* of `plan`, its text checked against its provenance's hash; with `target`, the
+        provenance is also checked for that target (held-out rules, test-split overlap)."""
         d = plan["dir"]
         text, prov, _ = artifact.load_artifact(d)
+        if target is not None:
+            artifact.check_provenance(prov, str(d), target=target, context=context, allow_target=self._allow_target(),
+                                      text=text)
         return {"text": text, "info": {**plan["info"], "reused": True, "best": prov.get("best")}, "result": None,
                 "stopped": None, "pool": prov["pool"]}
 
@@ -368,11 +374,7 @@ class SePO:
                           lambda names, ps: self._open_pool(names, ps, task, context, stack))
         d = plan["dir"]
         if d is not None and artifact.complete(d):
-            got = self.load_pstar(plan)
-            _, prov, _ = artifact.load_artifact(d)
-            artifact.check_provenance(prov, str(d), target=task.name, context=context,
-                                      allow_target=self._allow_target(), text=got["text"])
-            return {**got, "pool": prov["pool"]}
+            return self.load_pstar(plan, task.name, context)
         if context is not None and context.shared_stages_built:
             raise StageMissing(f"SePO's p~* {plan['draft']['key_hash'][:12]} was not built by its shared stage "
                                "(it failed or was interrupted); rerun to retry the stage.")
