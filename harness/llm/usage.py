@@ -122,10 +122,7 @@ class Ledger:
         """Reserve n example evaluations, or raise BudgetExceeded if that would pass a cap."""
         for led in self._chain():
             led._check_evaluations(n)
-        for led in self._chain():
-            u = led.role(role)
-            with led._lock:
-                u.evaluations += n
+        self._add(role, evaluations=n)
 
     def _check_evaluations(self, n: int) -> None:
         cap = self.budget.max_evaluations
@@ -167,38 +164,28 @@ class Ledger:
                 raise BudgetExceeded(f"budget reached: {self.started} requests (cap {b.max_requests})")
             self.started += 1
 
-    def record(self, role: str, prompt_tokens: int, completion_tokens: int, usd: float) -> None:
+    def _add(self, role: str, **amounts: float) -> None:
+        """Add `amounts` (Usage fields) to `role` on this ledger and its parents; no cap is checked."""
         for led in self._chain():
             u = led.role(role)
             with led._lock:
-                u.requests += 1
-                u.prompt_tokens += prompt_tokens
-                u.completion_tokens += completion_tokens
-                u.usd += usd
+                for k, v in amounts.items():
+                    setattr(u, k, getattr(u, k) + v)
+
+    def record(self, role: str, prompt_tokens: int, completion_tokens: int, usd: float) -> None:
+        self._add(role, requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, usd=usd)
 
     def charge(self, role: str, spent: Usage) -> None:
         """Count work done before (a resumed cell's or stage's restored work) on this ledger and its
         parents, under `role`; no cap is checked (the next request or evaluation checks it)."""
-        for led in self._chain():
-            u = led.role(role)
-            with led._lock:
-                for k in _FIELDS:
-                    setattr(u, k, getattr(u, k) + getattr(spent, k))
+        self._add(role, **{k: getattr(spent, k) for k in _FIELDS})
 
     def record_hit(self, role: str, tokens: int = 0, usd: float = 0.0) -> None:
         """A reply the cache answered: no request paid; its tokens and price are kept apart (Usage.used)."""
-        for led in self._chain():
-            u = led.role(role)
-            with led._lock:
-                u.cache_hits += 1
-                u.cached_tokens += tokens
-                u.cached_usd += usd
+        self._add(role, cache_hits=1, cached_tokens=tokens, cached_usd=usd)
 
     def record_retry(self, role: str) -> None:
-        for led in self._chain():
-            u = led.role(role)
-            with led._lock:
-                u.retries += 1
+        self._add(role, retries=1)
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {r: u.as_dict() for r, u in self.by_role.items()}
