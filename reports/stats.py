@@ -126,6 +126,14 @@ def _mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
+def _permutation_p(x: np.ndarray, y: np.ndarray, permutation_type: str, n_resamples: int, seed: int) -> float:
+    """Two-sided p of a permutation test of the difference in means (`permutation_type` as scipy's)."""
+    res = stats.permutation_test((x, y), _mean_diff, permutation_type=permutation_type, vectorized=True,
+                                 n_resamples=n_resamples, alternative="two-sided",
+                                 random_state=np.random.default_rng(seed))
+    return float(res.pvalue)
+
+
 def paired_compare(a: Sequence[float], b: Sequence[float], *, n_resamples: int = 9999,
                    seed: int = BOOT_SEED) -> Paired:
     """A vs B on matched items (a[i] and b[i] are the same item)."""
@@ -154,13 +162,7 @@ def paired_compare(a: Sequence[float], b: Sequence[float], *, n_resamples: int =
         b_, c_, p = mcnemar_exact(x.astype(bool), y.astype(bool))
         ratio = b_ / c_ if c_ else (float("inf") if b_ else float("nan"))
         return Paired("exact McNemar", n, diff, lo, hi, p, float(b_), b_, c_, ratio, mdd)
-    if np.all(d == 0):
-        p = 1.0
-    else:
-        res = stats.permutation_test((x, y), _mean_diff, permutation_type="samples", vectorized=True,
-                                     n_resamples=n_resamples, alternative="two-sided",
-                                     random_state=np.random.default_rng(seed))
-        p = float(res.pvalue)
+    p = 1.0 if np.all(d == 0) else _permutation_p(x, y, "samples", n_resamples, seed)
     return Paired("paired permutation", n, diff, lo, hi, p, diff, n10, n01, float("nan"), mdd)
 
 
@@ -172,13 +174,7 @@ def unpaired_compare(a: Sequence[float], b: Sequence[float], *, n_resamples: int
         return Paired("none", 0, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"))
     diff = float(x.mean() - y.mean())
     pooled = float(np.concatenate([x, y]).mean())
-    if np.all(np.concatenate([x, y]) == x[0]):
-        p = 1.0
-    else:
-        res = stats.permutation_test((x, y), _mean_diff, permutation_type="independent", vectorized=True,
-                                     n_resamples=n_resamples, alternative="two-sided",
-                                     random_state=np.random.default_rng(seed))
-        p = float(res.pvalue)
+    p = 1.0 if np.all(np.concatenate([x, y]) == x[0]) else _permutation_p(x, y, "independent", n_resamples, seed)
     se = math.sqrt(x.var() / len(x) + y.var() / len(y))
     z = stats.norm.ppf(0.975)
     return Paired("unpaired permutation", len(x) + len(y), diff, max(-1.0, diff - z * se), min(1.0, diff + z * se),
