@@ -27,30 +27,30 @@ class Table:
     muted: list[int] = field(default_factory=list)  # rows shown as reference (e.g. the paper's numbers)
 
 
-def pct(x: Any, digits: int = 1) -> str:
+def _value(x: Any) -> float | None:
+    """x as a number, or None where a table shows a dash (not a number, or NaN)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(v) else f"{100 * v:.{digits}f}"
+        return None
+    return None if math.isnan(v) else v
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    v = _value(x)
+    return "–" if v is None else f"{100 * v:.{digits}f}"
 
 
 def pval(p: Any) -> str:
-    try:
-        v = float(p)
-    except (TypeError, ValueError):
-        return "–"
-    if math.isnan(v):
+    v = _value(p)
+    if v is None:
         return "–"
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
 def num(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "–"
-    if math.isnan(v):
+    v = _value(x)
+    if v is None:
         return "–"
     if abs(v) >= 100 or v == int(v):
         return f"{v:,.0f}"
@@ -144,11 +144,8 @@ STOPPED_NOTE = (" Stopped on budget: cells that stopped on their budget before f
 
 
 def dollars(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(v) else f"{v:,.2f}"
+    v = _value(x)
+    return "–" if v is None else f"{v:,.2f}"
 
 
 def table1(r: Report) -> Table:
