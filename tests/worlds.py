@@ -33,6 +33,7 @@ import json
 import random
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,10 +57,20 @@ def kw(cat: str) -> str:
 # ---- tasks -------------------------------------------------------------------------------------------
 
 class SynthBench(Benchmark):
+    """Item i of category cats[i % len(cats)]; its answer is "ANSWER A<i>". A subclass names its task `label`
+    (in its description) and its categories `cats` as class keywords."""
+
     name = "sepo-synth"
     description = "TARGET: answer each item with its code."
     cats: ClassVar[list[str]] = ["alpha", "beta", "gamma", "delta"]
     n: ClassVar[dict[str, int]] = {"train": 24, "val": 8, "test": 8}
+
+    def __init_subclass__(cls, label: str = "", cats: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if label:
+            cls.description = f"{label}: answer each item with its code."
+        if cats is not None:
+            cls.cats = cats
 
     def load(self, split: str, seed: int) -> list[Example]:
         return [Example(f"{self.name}-{split}-{i}", f"[{self.cats[i % len(self.cats)]}] item {i}", f"A{i}")
@@ -70,24 +81,18 @@ class SynthBench(Benchmark):
         return Score(1.0 if ok else 0.0, ok, "correct" if ok else f"expected ANSWER {example.answer}")
 
 
-class PoolA(SynthBench):
+class PoolA(SynthBench, label="POOL-A", cats=["eta", "theta", "iota"]):
     name = "sepo-pool-a"
-    description = "POOL-A: answer each item with its code."
-    cats: ClassVar[list[str]] = ["eta", "theta", "iota"]
 
 
-class PoolB(SynthBench):
+class PoolB(SynthBench, label="POOL-B", cats=["kappa", "lam", "eta"]):
     name = "sepo-pool-b"
-    description = "POOL-B: answer each item with its code."
-    cats: ClassVar[list[str]] = ["kappa", "lam", "eta"]
 
 
-class Shuffled(SynthBench):
+class Shuffled(SynthBench, label="SHUFFLED", cats=["alpha", "eta"]):
     """Splits reshuffled per seed (like AIME and GPQA): train of one seed overlaps test of another."""
 
     name = "sepo-shuffled"
-    description = "SHUFFLED: answer each item with its code."
-    cats: ClassVar[list[str]] = ["alpha", "eta"]
 
     def load(self, split: str, seed: int) -> list[Example]:
         ids = list(range(60))
@@ -96,10 +101,8 @@ class Shuffled(SynthBench):
         return [Example(f"{self.name}-{i}", f"[{self.cats[i % 2]}] item {i}", f"A{i}") for i in part]
 
 
-class HeldOut(SynthBench):
+class HeldOut(SynthBench, label="HELDOUT", cats=["beta", "iota", "kappa"]):
     name = "sepo-held-out"
-    description = "HELDOUT: answer each item with its code."
-    cats: ClassVar[list[str]] = ["beta", "iota", "kappa"]
 
 
 class WorldBench(SynthBench):
@@ -108,21 +111,16 @@ class WorldBench(SynthBench):
     name = "bl-target"
 
     def score(self, example: Example, response: str) -> Score:
-        ok = response.strip() == f"ANSWER {example.answer}"
-        return Score(1.0 if ok else 0.0, ok, "correct" if ok else f"expected ANSWER {example.answer}",
-                     response.strip(), "correct" if ok else "wrong answer")
+        s = super().score(example, response)
+        return replace(s, extracted=response.strip(), reason="correct" if s.correct else "wrong answer")
 
 
-class BLPoolA(WorldBench):
+class BLPoolA(WorldBench, label="POOL-A", cats=["eta", "theta", "alpha"]):
     name = "bl-pool-a"
-    description = "POOL-A: answer each item with its code."
-    cats: ClassVar[list[str]] = ["eta", "theta", "alpha"]
 
 
-class BLPoolB(WorldBench):
+class BLPoolB(WorldBench, label="POOL-B", cats=["iota", "kappa", "beta"]):
     name = "bl-pool-b"
-    description = "POOL-B: answer each item with its code."
-    cats: ClassVar[list[str]] = ["iota", "kappa", "beta"]
 
 
 # ---- the task model ----------------------------------------------------------------------------------
