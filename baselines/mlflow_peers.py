@@ -23,6 +23,7 @@ train rows). Best: GEPA's (the highest validation mean), or MLflow's metaprompt 
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,30 @@ def _sink(callbacks: Any, on_candidate: Callable[[Candidate], None] | None) -> C
     return on_candidate or getattr(callbacks, "on_candidate", None)
 
 
+class _Peer:
+    """A grid method over one of MLflow's optimizers (`OPTIMIZER`, in mlflow.genai.optimize.optimizers):
+    settings, then per run the optimizer class and a _Run labelled with the method's name, handed to `_optimize`."""
+
+    name: str
+    Settings: type[_Settings]
+    OPTIMIZER: str
+
+    def __init__(self, settings: _Settings | dict[str, Any] | None = None, **overrides: Any) -> None:
+        self.settings = self.Settings.model_validate({**(dict(settings or {}) if not isinstance(
+            settings, BaseModel) else settings.model_dump()), **overrides})
+
+    def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int, callbacks: Any = None,
+                 on_candidate: Callable[[Candidate], None] | None = None, checkpoint_dir: Path | None = None,
+                 context: RunContext | None = None) -> OptimizeResult:
+        optimizer = getattr(importlib.import_module("mlflow.genai.optimize.optimizers"), self.OPTIMIZER)
+        run = _Run(task, prompt_llm, _sink(callbacks, on_candidate), self.name)
+        return self._optimize(task, run, optimizer, seed=seed, callbacks=callbacks)
+
+    def _optimize(self, task: OptimizationTask, run: _Run, optimizer: Any, *, seed: int,
+                  callbacks: Any) -> OptimizeResult:
+        raise NotImplementedError
+
+
 # ---- mlflow-gepa -------------------------------------------------------------------------------------------
 
 
@@ -188,23 +213,16 @@ class _GEPAEvents:
         self.run.add(cand)
 
 
-class MLflowGEPA:
+class MLflowGEPA(_Peer):
     """MLflow's GepaPromptOptimizer as a grid method; see the module docstring."""
 
     name = "mlflow-gepa"
     Settings = MLflowGEPASettings
+    OPTIMIZER = "GepaPromptOptimizer"
 
-    def __init__(self, settings: MLflowGEPASettings | dict[str, Any] | None = None, **overrides: Any) -> None:
-        self.settings = MLflowGEPASettings.model_validate({**(dict(settings or {}) if not isinstance(
-            settings, BaseModel) else settings.model_dump()), **overrides})
-
-    def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int, callbacks: Any = None,
-                 on_candidate: Callable[[Candidate], None] | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult:
-        from mlflow.genai.optimize.optimizers import GepaPromptOptimizer
-
+    def _optimize(self, task: OptimizationTask, run: _Run, optimizer: Any, *, seed: int,
+                  callbacks: Any) -> OptimizeResult:
         s = self.settings
-        run = _Run(task, prompt_llm, _sink(callbacks, on_candidate), "mlflow-gepa")
         train = _rows(task.train)
         val = _rows(task.val[: s.val_size] if s.val_size else task.val) if s.valset == "val" and task.val else train
         events = _GEPAEvents(run, [r["id"] for r in train], [r["id"] for r in val], callbacks)
@@ -217,12 +235,12 @@ class MLflowGEPA:
         with run.bridge:
             lm = {**run.bridge.litellm_kwargs(), "num_retries": 0, "temperature": s.temperature,
                   "max_tokens": s.agent_max_tokens}
-            opt = GepaPromptOptimizer(reflection_model=f"openai:/{run.bridge.model}",
-                                      max_metric_calls=s.max_metric_calls,
-                                      gepa_kwargs={"reflection_lm_kwargs": lm, "valset": val, "seed": seed,
-                                                   "reflection_minibatch_size": s.reflection_minibatch_size,
-                                                   "callbacks": [events], "stop_callbacks": [stop],
-                                                   "raise_on_exception": True, "logger": _Quiet()})
+            opt = optimizer(reflection_model=f"openai:/{run.bridge.model}",
+                            max_metric_calls=s.max_metric_calls,
+                            gepa_kwargs={"reflection_lm_kwargs": lm, "valset": val, "seed": seed,
+                                         "reflection_minibatch_size": s.reflection_minibatch_size,
+                                         "callbacks": [events], "stop_callbacks": [stop],
+                                         "raise_on_exception": True, "logger": _Quiet()})
             try:
                 returned = opt.optimize(run.eval_fn, train, {COMPONENT: task.initial_prompt},
                                         enable_tracking=False).optimized_prompts[COMPONENT]
@@ -251,23 +269,16 @@ class _Quiet:
 # ---- mlflow-metaprompt ---------------------------------------------------------------------------------------
 
 
-class MLflowMetaPrompt:
+class MLflowMetaPrompt(_Peer):
     """MLflow's MetaPromptOptimizer (one reflection pass, few-shot mode) as a grid method."""
 
     name = "mlflow-metaprompt"
     Settings = MLflowMetaPromptSettings
+    OPTIMIZER = "MetaPromptOptimizer"
 
-    def __init__(self, settings: MLflowMetaPromptSettings | dict[str, Any] | None = None, **overrides: Any) -> None:
-        self.settings = MLflowMetaPromptSettings.model_validate({**(dict(settings or {}) if not isinstance(
-            settings, BaseModel) else settings.model_dump()), **overrides})
-
-    def optimize(self, task: OptimizationTask, prompt_llm: LLMClient, *, seed: int, callbacks: Any = None,
-                 on_candidate: Callable[[Candidate], None] | None = None, checkpoint_dir: Path | None = None,
-                 context: RunContext | None = None) -> OptimizeResult:
-        from mlflow.genai.optimize.optimizers import MetaPromptOptimizer
-
+    def _optimize(self, task: OptimizationTask, run: _Run, optimizer: Any, *, seed: int,
+                  callbacks: Any) -> OptimizeResult:
         s = self.settings
-        run = _Run(task, prompt_llm, _sink(callbacks, on_candidate), "mlflow-metaprompt")
         rows = _rows(task.train[: s.train_size])
         scored: list[tuple[str, float]] = []
         mark = run.spend.mark()
@@ -288,8 +299,7 @@ class MLflowMetaPrompt:
         guidelines = f"The task: {task.description} {s.guidelines}".strip()
         with run.bridge:
             lm = {**run.bridge.litellm_kwargs(), "temperature": s.temperature, "max_tokens": s.agent_max_tokens}
-            opt = MetaPromptOptimizer(reflection_model=f"openai:/{run.bridge.model}", lm_kwargs=lm,
-                                      guidelines=guidelines)
+            opt = optimizer(reflection_model=f"openai:/{run.bridge.model}", lm_kwargs=lm, guidelines=guidelines)
             try:
                 returned = opt.optimize(eval_fn, rows, {COMPONENT: task.initial_prompt},
                                         enable_tracking=False).optimized_prompts[COMPONENT]
