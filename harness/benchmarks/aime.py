@@ -16,13 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from harness import answers, data, math_equiv, splits
-from harness.benchmarks.base import Benchmark, Example, Score, Split, register
+from harness.benchmarks.base import Example, RowsBenchmark, Score, Split, register
 
 FORMAT = "Put your final answer, an integer from 0 to 999, in \\boxed{}."
 
 
 @register("aime")
-class AIME(Benchmark):
+class AIME(RowsBenchmark):
     description = (
         "AIME 2025 (American Invitational Mathematics Examination): 30 hard competition math problems "
         "(algebra, geometry, number theory, combinatorics), each with a single integer answer from 0 to "
@@ -32,23 +32,11 @@ class AIME(Benchmark):
     )
     max_tokens = 2048
 
-    def __init__(self, data_dir: str | None = None, **options: Any) -> None:
-        data.check_options("aime", options, ())
-        super().__init__(data_dir, **options)
-        self._rows: list[dict[str, Any]] | None = None
-
-    def rows(self) -> list[dict[str, Any]]:
-        if self._rows is None:
-            if data.source_of(self.options) == "hub":
-                raw = data.hub_rows("math-ai/aime25")
-                self._rows = [
-                    {"id": str(r.get("id", i)), "problem": r["problem"], "answer": int(r["answer"])}
-                    for i, r in enumerate(raw)
-                ]
-            else:
-                path = data.local_file(self.data_dir, "aime2025/aime2025.jsonl", "AIME 2025")
-                self._rows = data.read_jsonl(path)
-        return self._rows
+    def read_rows(self, hub: bool) -> list[dict[str, Any]]:
+        if hub:
+            return [{"id": str(r.get("id", i)), "problem": r["problem"], "answer": int(r["answer"])}
+                    for i, r in enumerate(data.hub_rows("math-ai/aime25"))]
+        return data.read_jsonl(data.local_file(self.data_dir, "aime2025/aime2025.jsonl", "AIME 2025"))
 
     def load(self, split: Split, seed: int) -> list[Example]:
         by_id = {str(r["id"]): r for r in self.rows()}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from harness import data
+
 Split = Literal["train", "val", "test"]
 
 
@@ -72,6 +74,28 @@ class Benchmark:
 
 
 _REGISTRY: dict[str, type[Benchmark]] = {}
+
+
+class RowsBenchmark(Benchmark):
+    """A benchmark over records read once, from the hub (option `source: hub`) or from the data folder:
+    subclasses implement `read_rows`; `rows()` reads them on first use. Options other than the common ones
+    and `option_names` are refused when it is built."""
+
+    option_names: ClassVar[tuple[str, ...]] = ()
+    _rows: list[dict[str, Any]] | None = None
+
+    def __init__(self, data_dir: str | None = None, **options: Any) -> None:
+        data.check_options(self.name, options, self.option_names)
+        super().__init__(data_dir, **options)
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = self.read_rows(data.source_of(self.options) == "hub")
+        return self._rows
+
+    def read_rows(self, hub: bool) -> list[dict[str, Any]]:
+        """The records, from the hub or (hub False) from the data folder."""
+        raise NotImplementedError
 
 
 def register(name: str):

@@ -16,7 +16,7 @@ import random
 from typing import Any
 
 from harness import answers, data, splits
-from harness.benchmarks.base import Benchmark, Example, Score, Split, register
+from harness.benchmarks.base import Example, RowsBenchmark, Score, Split, register
 
 PASSWORD = "deserted-untie-orchid"
 LETTERS = "ABCD"
@@ -34,7 +34,7 @@ def permute(seed: int, record_id: str, options: list[str]) -> tuple[list[str], s
 
 
 @register("gpqa")
-class GPQA(Benchmark):
+class GPQA(RowsBenchmark):
     description = (
         "GPQA Diamond: 198 very hard, 'Google-proof' multiple-choice questions written by PhD experts in "
         "biology, chemistry and physics. Each question has four options A-D (in a seeded random order); "
@@ -44,20 +44,10 @@ class GPQA(Benchmark):
     )
     max_tokens = 1024
 
-    def __init__(self, data_dir: str | None = None, **options: Any) -> None:
-        data.check_options("gpqa", options, ())
-        super().__init__(data_dir, **options)
-        self._rows: list[dict[str, Any]] | None = None
-
-    def rows(self) -> list[dict[str, Any]]:
-        if self._rows is None:
-            if data.source_of(self.options) == "hub":
-                raw = data.hub_rows("Idavidrein/gpqa", "gpqa_diamond")
-            else:
-                path = data.local_file(self.data_dir, "gpqa/gpqa_diamond.zip", "GPQA Diamond")
-                raw = data.read_zipped_csv(path, PASSWORD)
-            self._rows = raw
-        return self._rows
+    def read_rows(self, hub: bool) -> list[dict[str, Any]]:
+        if hub:
+            return data.hub_rows("Idavidrein/gpqa", "gpqa_diamond")
+        return data.read_zipped_csv(data.local_file(self.data_dir, "gpqa/gpqa_diamond.zip", "GPQA Diamond"), PASSWORD)
 
     def load(self, split: Split, seed: int) -> list[Example]:
         by_id = {r["Record ID"]: r for r in self.rows()}

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from harness import answers, data, splits
-from harness.benchmarks.base import Benchmark, Example, Score, Split, register
+from harness.benchmarks.base import Example, RowsBenchmark, Score, Split, register
 from harness.config import ConfigError
 from sandboxes.base import Program, RunResult
 
@@ -103,7 +103,7 @@ def run_code(user: SandboxUser, items: list[tuple[str | None, str, str, int]]) -
 
 
 @register("mbpp")
-class MBPP(SandboxUser, Benchmark):
+class MBPP(SandboxUser, RowsBenchmark):
     @classmethod
     def needs_sandbox(cls, options: dict[str, Any]) -> bool:
         return True
@@ -116,41 +116,38 @@ class MBPP(SandboxUser, Benchmark):
         "all of them pass. Score: fraction of tasks passed (pass@1)."
     )
     max_tokens = 512
+    option_names = ("variant",)
 
     def __init__(self, data_dir: str | None = None, sandbox: Any = None, **options: Any) -> None:
-        data.check_options("mbpp", options, ("variant",))
-        Benchmark.__init__(self, data_dir, **options)
+        RowsBenchmark.__init__(self, data_dir, **options)
         SandboxUser.__init__(self, sandbox)
         self.variant = options.get("variant", "full")
         if self.variant not in VARIANTS:
             raise ConfigError(f"mbpp variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}.")
-        self._rows: list[dict[str, Any]] | None = None
 
-    def rows(self) -> list[dict[str, Any]]:
+    def read_rows(self, hub: bool) -> list[dict[str, Any]]:
         """Records normalised to task_id, text, test_list, setup, test_setup and code (the reference).
 
         setup (sanitized's test_imports) runs before the program; test_setup (full's test_setup_code) runs
         after it, just before the asserts, because it builds test objects from the program's own classes
         (tasks 367 and 927 call Node(...) defined by the solution).
         """
-        if self._rows is None:
-            if data.source_of(self.options) == "hub":
-                raw = data.hub_rows("google-research-datasets/mbpp", self.variant)
-            else:
-                path = data.local_file(self.data_dir, VARIANTS[self.variant], f"MBPP ({self.variant})")
-                raw = json.loads(path.read_text()) if path.suffix == ".json" else data.read_jsonl(path)
-            self._rows = [
-                {
-                    "task_id": int(r["task_id"]),
-                    "text": r.get("text") or r.get("prompt") or "",
-                    "test_list": list(r["test_list"]),
-                    "setup": "\n".join(r.get("test_imports") or []),
-                    "test_setup": r.get("test_setup_code") or "",
-                    "code": r.get("code", ""),
-                }
-                for r in raw
-            ]
-        return self._rows
+        if hub:
+            raw = data.hub_rows("google-research-datasets/mbpp", self.variant)
+        else:
+            path = data.local_file(self.data_dir, VARIANTS[self.variant], f"MBPP ({self.variant})")
+            raw = json.loads(path.read_text()) if path.suffix == ".json" else data.read_jsonl(path)
+        return [
+            {
+                "task_id": int(r["task_id"]),
+                "text": r.get("text") or r.get("prompt") or "",
+                "test_list": list(r["test_list"]),
+                "setup": "\n".join(r.get("test_imports") or []),
+                "test_setup": r.get("test_setup_code") or "",
+                "code": r.get("code", ""),
+            }
+            for r in raw
+        ]
 
     def load(self, split: Split, seed: int) -> list[Example]:
         by_id = {r["task_id"]: r for r in self.rows()}
