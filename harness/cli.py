@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,18 +79,10 @@ def _run_options(args: argparse.Namespace):
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Score a system prompt on each benchmark's test split, for every seed (or --seed); write every
     example's record (reply, extracted answer, gold, verdict, reason, tokens) beside a summary."""
-    from harness.evaluator import Evaluator
-    from harness.experiment import (
-        describe,
-        entry_key,
-        load_limited,
-        models_of,
-        open_benchmarks,
-        print_models,
-        summarize,
-        targets,
-    )
+    from harness.cell import run_cell
+    from harness.grid import entry_key, load_limited, models_of, open_benchmarks, print_models, targets
     from harness.llm.session import open_llms
+    from harness.sinks import describe, summarize
 
     cfg = _load(args)
     opts = _run_options(args)
@@ -103,17 +96,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print_models(llms)
         for entry, seed in runs:
             ob = benches[entry_key(entry)]
-            examples = load_limited(ob, seed, opts.limit)
-            t0 = time.monotonic()
-            ev = Evaluator(ob.bench, llms.task, seed=seed, show_progress=True)
-            res = ev.evaluate(prompt, examples, label=f"{ob.bench.name} seed {seed} ({len(examples)} examples)")
-            gold = {e.id: e.answer for e in examples}
-            records = [{**r.__dict__, "gold": gold.get(r.example_id)} for r in res.records]
+            # the one cell runner without an optimizer: the prompt scored as is
+            cell = run_cell(None, ob.bench, seed, llms=llms, final=partial(load_limited, ob, seed, opts.limit),
+                            initial_prompt=prompt, show_progress=True)
+            gold = {e.id: e.answer for e in ob.split("test", seed)}
+            records = [{**r.__dict__, "gold": gold.get(r.example_id)} for r in cell.test.records]
             path = out / f"records-{ob.bench.name}-seed{seed}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r, default=str) + "\n" for r in records), encoding="utf-8")
-            row = {"benchmark": ob.bench.name, "seed": seed, **summarize(res, len(examples)),
-                   "seconds": round(time.monotonic() - t0, 1), "records": str(path)}
+            row = {"benchmark": ob.bench.name, "seed": seed, **summarize(cell.test, cell.n_final),
+                   "seconds": cell.wall_s, "records": str(path)}
             rows.append(row)
             print(f"{ob.bench.name} seed {seed}: {describe(row)}, {row['tokens']} tokens, {row['seconds']} s",
                   flush=True)

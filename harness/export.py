@@ -16,14 +16,14 @@ from harness.config import ConfigError, ExperimentConfig
 
 
 def _same_bench(a: str, b: str) -> bool:
-    from harness.experiment import canonical_name
+    from harness.grid import canonical_name
 
     return canonical_name(a) == canonical_name(b)
 
 
 def find_cell(cfg: ExperimentConfig, method: str, benchmark: str, seed: int) -> dict[str, Any]:
     """The finished cell's result row (as the runner writes it); ConfigError with the choices when absent."""
-    from harness.experiment import ResultsFile
+    from harness.sinks import ResultsFile
 
     rows = [r for r in ResultsFile(cfg.run_dir / "results.json").rows if r.get("status", "finished") == "finished"]
     for row in rows:

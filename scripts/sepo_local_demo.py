@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +22,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from harness.benchmarks import get_benchmark
+from harness.cell import run_cell
 from harness.config import CacheConfig, EndpointConfig, LLMConfig
-from harness.evaluator import Evaluator
 from harness.llm.session import open_llms
-from harness.run import load_test_split, run_cell
+from harness.optimizer import Callbacks
 from sepo import SePO
 
 INITIAL = {"sudoku": "Solve the puzzle.", "mbpp": "Write the Python function."}  # deliberately plain
@@ -67,12 +68,10 @@ def main() -> None:
             verdict = "admitted" if c.meta["admitted"] else "rejected"
             print(f"  candidate {c.id} <- {c.parent_id}: train {c.train_score:.3f} ({verdict})", flush=True)
 
-        cell = run_cell(sepo, bench, args.seed, llms.task, llms.prompt, initial_prompt=INITIAL[args.benchmark],
-                        checkpoint_dir=out / "ck", on_candidate=show)
-        res, best_test = cell.result, cell.test_accuracy
-        ev = Evaluator(bench, llms.task, seed=args.seed, show_progress=True)
-        init_test = ev.evaluate(INITIAL[args.benchmark], load_test_split(bench, args.seed),
-                                label="test: initial").accuracy
+        cell = run_cell(sepo, bench, args.seed, llms=llms, final=partial(bench.load, "test", args.seed),
+                        initial_prompt=INITIAL[args.benchmark], checkpoint_dir=out / "ck",
+                        callbacks=Callbacks(on_candidate=show), show_progress=True)
+        res, best_test, init_test = cell.result, cell.test_accuracy, cell.initial.accuracy
         root = res.candidates[0]
         print("\n=== initial prompt ===\n" + root.prompt)
         print(f"train {root.train_score:.3f}  val {root.val_score}  test {init_test:.3f}")

@@ -11,12 +11,12 @@ import json
 import pytest
 
 from harness.benchmarks import get_benchmark
+from harness.cell import run_cell
 from harness.config import CacheConfig, EndpointConfig, LLMConfig
 from harness.evaluator import Evaluator
 from harness.llm.session import open_llms
 from harness.llm.usage import Budget
 from harness.methods import make_optimizer
-from harness.run import load_test_split, run_cell
 
 pytest_plugins = ["tests.sandbox_fixtures"]  # the session-wide Docker sandbox
 
@@ -42,14 +42,13 @@ def test_every_baseline_on_the_local_models(tmp_path, docker_sandbox):
     bench = get_benchmark("mbpp", sandbox=docker_sandbox, n_train=20, n_val=4, n_test=4)
     rows = []
     with open_llms(cfg) as llms:
-        test = load_test_split(bench, 0, 4)
+        test = bench.load("test", 0)[:4]
         initial = Evaluator(bench, llms.task, seed=0).evaluate(INITIAL, test).accuracy
         for method, settings in TINY.items():
-            led = llms.ledger.child(Budget(max_evaluations=BUDGET))
-            cell = run_cell(make_optimizer(method, settings), bench, 0, llms.task.with_ledger(led),
-                            llms.prompt.with_ledger(led), initial_prompt=INITIAL, n_test=4,
-                            checkpoint_dir=tmp_path / method, test_llm=llms.task, show_progress=False)
-            spent = cell.result.extra["spent"]
+            cell = run_cell(make_optimizer(method, settings), bench, 0, llms=llms,
+                            budget=Budget(max_evaluations=BUDGET), final=lambda: test, initial_prompt=INITIAL,
+                            checkpoint_dir=tmp_path / method, score_initial=False)
+            led, spent = cell.ledger, cell.result.extra["spent"]
             assert led.total.evaluations <= BUDGET and spent["evaluations"] == led.total.evaluations
             assert cell.result.best.prompt and 0.0 <= cell.test_accuracy <= 1.0
             rows.append({"method": method, "initial_test": initial, "final_test": cell.test_accuracy,

@@ -103,7 +103,7 @@ def test_missing_dataset_is_one_sentence(tmp_path, loopback, capsys):
 @pytest.mark.filterwarnings("ignore:LocalSandbox is not isolation")
 def test_code_benchmarks_get_a_sandbox_whatever_their_alias(tmp_path):
     from harness.config import parse_config
-    from harness.experiment import sandbox_for
+    from harness.grid import sandbox_for
 
     for name, opts, needs in [("mbpp", {}, True), ("MBPP-sanitized", {}, True), ("gpqa", {}, False),
                               ("custom", {"scorer": "python"}, True), ("custom", {"scorer": "exact"}, False)]:

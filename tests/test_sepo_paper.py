@@ -2,22 +2,24 @@
 kept out of scoring draws, ablations, budgets, unusable agent replies, checkpoint fingerprints.
 
 All on the scripted world of tests/worlds.py behind a LoopbackServer; grid cells go through
-harness.run.run_cell with a RunContext the way the experiment runner builds one.
+harness.cell.run_cell with a RunContext the way the experiment runner builds one.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from harness.cell import run_cell
 from harness.config import ConfigError, EndpointConfig
 from harness.llm.client import LLMClient
+from harness.llm.session import LLMs
 from harness.llm.usage import Budget, Ledger
 from harness.methods import make_optimizer
 from harness.optimizer import RunContext
-from harness.run import run_cell
 from sepo import CheckpointMismatch, SePO
 from sepo.agent import PromptAgent, initial_prompt_agent
 from sepo.evolve import EvolveSettings
@@ -90,12 +92,13 @@ def test_a_grid_of_two_benchmarks_and_two_seeds_pretrains_once_per_key(srv, tmp_
     cells, opened = [], []
     for bench in (SynthBench, HeldOut):
         for seed in (0, 1):
-            cell_ledger, test_ledger = ledger.child(), ledger.child()
-            cells.append(run_cell(make_optimizer("sepo-generalist", settings), bench(), seed,
-                                  task_llm.with_ledger(cell_ledger), prompt_llm.with_ledger(cell_ledger),
+            b = bench()
+            cells.append(run_cell(make_optimizer("sepo-generalist", settings), b, seed,
+                                  llms=LLMs(task_llm, prompt_llm, ledger, None), final=partial(b.load, "test", seed),
                                   initial_prompt=INITIAL, checkpoint_dir=tmp_path / "cells" / f"{bench.name}{seed}",
-                                  context=context(task_llm, tmp_path, bench.name, seed, opened=opened),
-                                  test_llm=task_llm.with_ledger(test_ledger), show_progress=False))
+                                  make_context=lambda _, b=b, seed=seed: context(task_llm, tmp_path, b.name, seed,
+                                                                                 opened=opened),
+                                  score_initial=False))
     pst = [c.result.extra["pstar"] for c in cells]
     assert [p["reused"] for p in pst] == [False, True, True, True]
     assert len({p["key"] for p in pst}) == 1 and all(p["held_out_target"] for p in pst)
@@ -275,13 +278,13 @@ def test_a_budget_stop_anywhere_still_yields_a_test_score(srv, tmp_path, synth_r
     settings = {**SMALL, **TINY_PRE, "pretrain_pool": ["sepo-pool-a"]}
 
     def cell(name: str, cap: int | None, s: dict, seed: int = 0):
-        cell_ledger, test_ledger = ledger.child(Budget(max_evaluations=cap)), ledger.child()
-        out = run_cell(make_optimizer("sepo-generalist", s), SynthBench(), seed, task_llm.with_ledger(cell_ledger),
-                       prompt_llm.with_ledger(cell_ledger), initial_prompt=INITIAL,
-                       checkpoint_dir=tmp_path / "cells" / name, context=context(task_llm, tmp_path, "sepo-synth", 0),
-                       test_llm=task_llm.with_ledger(test_ledger), show_progress=False)
-        assert len(out.test.records) == 8 and test_ledger.total.evaluations == 8  # test scoring always runs
-        assert cap is None or cell_ledger.total.evaluations <= cap
+        bench = SynthBench()
+        out = run_cell(make_optimizer("sepo-generalist", s), bench, seed, llms=LLMs(task_llm, prompt_llm, ledger, None),
+                       budget=Budget(max_evaluations=cap), final=partial(bench.load, "test", seed),
+                       initial_prompt=INITIAL, checkpoint_dir=tmp_path / "cells" / name, score_initial=False,
+                       make_context=lambda _: context(task_llm, tmp_path, "sepo-synth", 0))
+        assert len(out.test.records) == 8 and out.test_usage["total"]["evaluations"] == 8  # test scoring always runs
+        assert cap is None or out.ledger.total.evaluations <= cap
         return out
 
     # reference spending, with another store so nothing is shared

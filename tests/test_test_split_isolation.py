@@ -1,12 +1,14 @@
-"""The test split never reaches an optimizer: it is loaded only after optimize() returns."""
+"""The test split never reaches an optimizer: the cell runner loads it only after optimize() returns."""
 
 from __future__ import annotations
 
 from harness.benchmarks import get_benchmark
+from harness.cell import run_cell
 from harness.config import EndpointConfig
 from harness.llm.client import LLMClient
+from harness.llm.session import LLMs
+from harness.llm.usage import Ledger
 from harness.optimizer import Candidate, OptimizeResult
-from harness.run import run_cell
 from tests.loopback import LoopbackServer
 
 
@@ -19,7 +21,8 @@ class Snoop:
         self.log = log
         self.seen: set[str] = set()
 
-    def optimize(self, task, prompt_llm, *, seed, on_candidate=None, checkpoint_dir=None):
+    def optimize(self, task, prompt_llm, *, seed, callbacks=None, on_candidate=None, checkpoint_dir=None,
+                 context=None):
         self.log.append("optimize")
         for split in (task.train, task.val):
             self.seen |= {e.id for e in split}
@@ -42,7 +45,8 @@ def test_optimizer_sees_train_and_val_only():
     with LoopbackServer(reply=lambda body: "Answer: A") as srv:
         llm = LLMClient(EndpointConfig(base_url=srv.url, model="m"), role="task")
         snoop = Snoop(log)
-        cell = run_cell(snoop, bench, 0, llm, llm, n_test=5)
+        cell = run_cell(snoop, bench, 0, llms=LLMs(llm, llm, Ledger(), None), final=lambda: bench.load("test", 0)[:5],
+                        score_initial=False)
     assert log == ["train", "val", "optimize", "test"]
     test_ids = {e.id for e in original_load("test", 0)}
     assert snoop.seen and not snoop.seen & test_ids

@@ -45,7 +45,7 @@ def index_benchmark(agent: TaskAgent, key: str, entry: BenchmarkConfig, data_dir
 def build_index(cfg: ExperimentConfig, seeds: Iterable[int], extra: Iterable[str] = ()) -> TaskAgent:
     """A task agent that knows the config's benchmarks and the pool benchmarks `extra` (config entry of
     that name when there is one, else defaults), for these seeds."""
-    from harness.experiment import canonical_name, entry_key
+    from harness.grid import canonical_name, entry_key
 
     seeds = list(seeds)
     agent = TaskAgent()

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from harness.config import ConfigError, TuneParam
@@ -28,7 +29,7 @@ class SurplusTrial(Exception):
 @contextmanager
 def open_train_val(setup: TuneSetup) -> Iterator[dict[str, Any]]:
     """Every benchmark the trials need (targets and pools), with only train and val loaded."""
-    from harness.experiment import open_benchmarks
+    from harness.grid import open_benchmarks
 
     cfg = setup.cfg
     with open_benchmarks(cfg, cfg.benchmarks, cfg.seeds, list(setup.pools), splits=("train", "val")) as opened:
@@ -168,28 +169,19 @@ class TrialRunner:
         import optuna
 
         from harness.cell import run_cell
-        from harness.evaluator import Evaluator
-        from harness.experiment import entry_key
+        from harness.grid import entry_key, task_opener
         from harness.llm.usage import Budget
         from harness.methods import make_optimizer
-        from harness.optimizer import Callbacks, Candidate, OptimizationTask, RunContext
-        from harness.registry import canonical_benchmark
+        from harness.optimizer import Callbacks, Candidate, RunContext
 
         s, cfg = self.setup, self.setup.cfg
         opt = make_optimizer(s.run, {**s.settings, **params, "method": s.base})
         ob = self.benches[entry_key(b)]
 
         def context(task_llm) -> RunContext:
-            def open_task(name: str, seed_: int) -> OptimizationTask:
-                key = canonical_benchmark(name)
-                if key not in self.benches:
-                    raise ConfigError(f"trial settings ask for benchmark {name!r}, which the tuning run did not "
-                                      "open; keep pool settings out of the search space.")
-                o = self.benches[key]
-                return OptimizationTask(o.bench.name, o.bench, o.split("train", seed_), o.split("val", seed_),
-                                        Evaluator(o.bench, task_llm, seed=seed_), cfg.system_prompt)
-
-            return RunContext(open_task=open_task, shared_dir=cfg.run_dir / "shared", held_out=tuple(cfg.held_out))
+            return RunContext(open_task=task_opener(self.benches, task_llm, cfg.system_prompt, asker="trial settings",
+                                                    advice="keep pool settings out of the search space"),
+                              shared_dir=cfg.run_dir / "shared", held_out=tuple(cfg.held_out))
 
         def on_report(step: int, value: float) -> None:
             if run is not None:
@@ -205,16 +197,16 @@ class TrialRunner:
             reporter.candidate(c)
 
         # the one cell runner (harness/cell.py), scoring the best prompt on val: a trial never loads test
-        val = ob.split("val", seed)
         out = run_cell(opt, ob.bench, seed, llms=self.llms, budget=Budget(**cfg.budget_per_cell.model_dump()),
-                       initial_prompt=cfg.system_prompt, final=val, make_context=context, score_initial=False,
+                       initial_prompt=cfg.system_prompt, final=partial(ob.split, "val", seed), make_context=context,
+                       score_initial=False,
                        callbacks=Callbacks(on_candidate, reporter.generation_end, reporter.should_stop))
         if reporter.pruned:  # the method stopped at its next check, as on a budget cap
             raise optuna.TrialPruned(reporter.pruned)
         reporter.finish()
         res, scored, u = out.result, out.test, out.ledger.snapshot()
         return {"benchmark": ob.bench.name, "seed": seed, "val_accuracy": scored.accuracy,
-                "n_val": len(val), "best_id": res.best.id, "best_prompt": res.best.prompt,
+                "n_val": out.n_final, "best_id": res.best.id, "best_prompt": res.best.prompt,
                 "n_candidates": len(res.candidates), "stopped": (res.extra or {}).get("stopped"),
                 "generation_best": {str(g): v for g, v in reporter.values.items()},
                 "spent": u.used(), "paid": {"requests": u.requests, "tokens": u.tokens, "usd": u.usd}}

@@ -58,7 +58,7 @@ def param_values(p: TuneParam) -> list[Any]:
 
 def prepare(cfg: ExperimentConfig, *, trials: int | None = None, storage: str | None = None) -> TuneSetup:
     """Validate the tune section against the method it tunes; ConfigError sentences name the key."""
-    from harness.experiment import pools_needed
+    from harness.grid import pools_needed
     from harness.methods import make_optimizer, resolve_method
 
     t = cfg.tune

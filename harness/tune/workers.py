@@ -38,7 +38,8 @@ def run_trials(runner: TrialRunner) -> None:
 
 def run_worker(setup: TuneSetup, worker: int = 0, *, quiet: bool = False) -> None:
     """One worker: open train/val data, the LLMs and the tracker once, then run trials until the study is full."""
-    from harness.experiment import open_tracker, print_models
+    from harness.experiment import open_tracker
+    from harness.grid import print_models
     from harness.llm.session import open_llms
 
     study = open_study(setup, worker)
