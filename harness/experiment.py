@@ -130,24 +130,14 @@ class Experiment:
               + (f"; MLflow {tracker.uri}" if tracker is not None else ""), flush=True)
         warm_imports(self.cells)
         concurrent = cfg.parallel_cells == "auto" or cfg.parallel_cells > 1
-        with open_benchmarks(cfg, [c.bench for c in self.cells], seeds, sorted(self.pools)) as benches, \
-                open_llms(cfg.llm, concurrent=concurrent) as llms:
-            print_models(llms, benches)
+        try:
+            with open_benchmarks(cfg, [c.bench for c in self.cells], seeds, sorted(self.pools)) as benches, \
+                    open_llms(cfg.llm, concurrent=concurrent) as llms:
+                rows = self.run_grid(benches, llms, tracker)
+                usage = llms.ledger.summary()
+        finally:
             if tracker is not None:
-                tracker.log_experiment(cfg.model_dump(), _config_text(cfg), code_version(cfg.project_dir),
-                                       simulated=cfg.simulated, protocol=protocol_of(cfg))
-            self.stages = plan_stages(self.cells, lambda c: self.stage_of(c, benches, llms))
-            if self.stages:
-                print(f"{len(self.stages)} shared stage(s) before the cells that use them "
-                      f"(stage_budget {cfg.stage_budget.model_dump(exclude_none=True) or 'unlimited'})", flush=True)
-            parallel = workers(cfg.parallel_cells, llms, len(self.cells) + len(self.stages))
-            console = ConsoleSink(self.say, len(self.cells), lambda: llms.ledger.total, show_candidates=parallel <= 1)
-            sinks = Sinks([*([MlflowSink(tracker, simulated=cfg.simulated)] if tracker is not None else []),
-                           ResultsSink(self.results, self.run_dir / "records"), console, *self.extra_sinks])
-            rows = schedule(self.cells, self.stages, parallel=parallel, say=self.say,
-                            run_stage=lambda st: self.run_stage(st, benches, llms, tracker),
-                            run_cell=lambda c, show: self.run_one(c, benches, llms, sinks, show))
-            usage = llms.ledger.summary()
+                tracker.stop_tracing()  # tracing (tracking.trace) is process-wide: off when the run ends
         self.results.write({"experiment": cfg.name, "config": cfg.source, "simulated": cfg.simulated})
         t = usage["total"]
         print(f"usage: {t['requests']} requests, {t['cache_hits']} cache hits, {t['tokens']} tokens, "
@@ -161,6 +151,25 @@ class Experiment:
             for c, reason in self.failed:
                 print(f"  {c.label}: {reason}", flush=True)
         return rows
+
+    def run_grid(self, benches: dict[str, OpenBench], llms: LLMs, tracker) -> list[dict[str, Any]]:
+        """Plan the shared stages, then run stages and cells on `parallel_cells` workers; rows in grid order."""
+        cfg = self.cfg
+        print_models(llms, benches)
+        if tracker is not None:
+            tracker.log_experiment(cfg.model_dump(), _config_text(cfg), code_version(cfg.project_dir),
+                                   simulated=cfg.simulated, protocol=protocol_of(cfg))
+        self.stages = plan_stages(self.cells, lambda c: self.stage_of(c, benches, llms))
+        if self.stages:
+            print(f"{len(self.stages)} shared stage(s) before the cells that use them "
+                  f"(stage_budget {cfg.stage_budget.model_dump(exclude_none=True) or 'unlimited'})", flush=True)
+        parallel = workers(cfg.parallel_cells, llms, len(self.cells) + len(self.stages))
+        console = ConsoleSink(self.say, len(self.cells), lambda: llms.ledger.total, show_candidates=parallel <= 1)
+        sinks = Sinks([*([MlflowSink(tracker, simulated=cfg.simulated)] if tracker is not None else []),
+                       ResultsSink(self.results, self.run_dir / "records"), console, *self.extra_sinks])
+        return schedule(self.cells, self.stages, parallel=parallel, say=self.say,
+                        run_stage=lambda st: self.run_stage(st, benches, llms, tracker),
+                        run_cell=lambda c, show: self.run_one(c, benches, llms, sinks, show))
 
     def check_resume(self) -> None:
         if self.opts.resume and not (self.run_dir / "results.json").exists() and not (

@@ -1,4 +1,4 @@
-"""MLflow names shared by the writer (harness/tracking.py, the runner) and the reader (reports/).
+"""MLflow names shared by the writer (harness/tracking/, the runner) and the reader (reports/).
 
 Every tag, metric and run kind of a store is named here once. Names already in stores never change (old
 stores must still read); a new name is added, and readers fall back when it is absent. Tag values are

@@ -322,6 +322,7 @@ def test_openai_calls_are_traced_without_the_key(store, loopback, monkeypatch):
     from harness.llm.client import LLMClient
 
     monkeypatch.setenv("SEPO_TRACE_TEST_KEY", SECRET)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     t = Tracker(str(store), "traced", trace=True, secrets=[SECRET])
     try:
         t.check_reachable()
@@ -341,3 +342,6 @@ def test_openai_calls_are_traced_without_the_key(store, loopback, monkeypatch):
     finally:
         t.stop_tracing()
     assert scan_for(SECRET, store) == []
+    # MLflow's set_tracking_uri exported $MLFLOW_TRACKING_URI while tracing; a later experiment of this
+    # process (or a subprocess) must not write into this store
+    assert "MLFLOW_TRACKING_URI" not in os.environ

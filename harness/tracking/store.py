@@ -54,6 +54,7 @@ class Tracker:
         self._client: Any = None
         self._experiment_id: str | None = None
         self._tracing_on = False
+        self._env_before: str | None = None  # $MLFLOW_TRACKING_URI before tracing set it
 
     # -- store
 
@@ -137,6 +138,9 @@ class Tracker:
             return
         import mlflow
 
+        # set_tracking_uri also sets $MLFLOW_TRACKING_URI (inherited by later trackers of this process and by
+        # subprocesses): remember it, stop_tracing puts it back
+        self._env_before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment_id=self._experiment_id)
         scrub = self.scrub
@@ -166,6 +170,7 @@ class Tracker:
 
             mlflow.openai.autolog(disable=True)
             self._tracing_on = False
+            mlflow.set_tracking_uri(self._env_before)  # None clears $MLFLOW_TRACKING_URI again
 
     def _search(self, filter_string: str, max_results: int = 1000) -> list[Any]:
         from mlflow.entities import ViewType
