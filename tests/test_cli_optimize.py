@@ -6,6 +6,7 @@ import json
 
 from harness.cli import main
 from tests.loopback import LoopbackServer
+from tests.worlds import write_echo_task
 
 
 def scripted(body):
@@ -18,9 +19,7 @@ def scripted(body):
 
 
 def test_optimize_runs_sepo_and_resumes_without_new_requests(tmp_path, capsys):
-    data = tmp_path / "echo.jsonl"
-    data.write_text("".join(json.dumps({"question": f"Repeat the number {i}?", "answer": str(i)}) + "\n"
-                            for i in range(1, 31)))
+    data = write_echo_task(tmp_path / "echo.jsonl", 30)
     with LoopbackServer(reply=scripted) as srv:
         cfg = tmp_path / "exp.yaml"
         cfg.write_text(f"""

@@ -20,6 +20,7 @@ import pytest
 
 from harness.cli import main
 from tests.loopback import LoopbackServer
+from tests.worlds import write_echo_task
 
 SECRET = "sk-grid-SECRET-7d1e99"
 
@@ -35,9 +36,7 @@ def scripted(body):
 
 def write_grid(tmp: Path, url: str, out: Path, name: str = "grid") -> Path:
     for task in ("alpha", "beta"):
-        (tmp / f"{task}.jsonl").write_text("".join(
-            json.dumps({"question": f"[{task}] Repeat the number {i}?", "answer": str(i)}) + "\n"
-            for i in range(1, 41)))
+        write_echo_task(tmp / f"{task}.jsonl", 40, tag=task)
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(f"""
 name: {name}

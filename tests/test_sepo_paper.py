@@ -36,6 +36,7 @@ from tests.worlds import (
     make_task,
     reply,
     request_text,
+    write_echo_task,
 )
 
 SMALL = {"generations": 2, "children": 2, "minibatch": 8}
@@ -447,9 +448,7 @@ def test_a_budget_stop_in_a_grid_still_writes_every_cell_with_a_test_score(tmp_p
     test (on its own ledger) and written to results.json."""
     from harness.cli import main
 
-    data = tmp_path / "echo.jsonl"
-    data.write_text("".join(json.dumps({"question": f"Repeat the number {i}?", "answer": str(i)}) + "\n"
-                            for i in range(1, 41)))
+    data = write_echo_task(tmp_path / "echo.jsonl", 40)
     with LoopbackServer(reply=_grid_reply) as srv:
         cfg = tmp_path / "exp.yaml"
         cfg.write_text(f"""

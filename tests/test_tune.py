@@ -3,7 +3,6 @@ config errors named by key; trials never load a test split; a two-objective stud
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import yaml
 from harness.config import ConfigError, load_config
 from harness.tune import prepare, tune
 from tests.loopback import LoopbackServer
+from tests.worlds import write_echo_task
 
 
 def scripted(body):
@@ -32,10 +32,7 @@ def scripted(body):
 
 
 def write_data(tmp_path: Path, n: int = 40) -> Path:
-    data = tmp_path / "echo.jsonl"
-    data.write_text("".join(json.dumps({"question": f"Repeat the number {i}?", "answer": str(i)}) + "\n"
-                            for i in range(1, n + 1)))
-    return data
+    return write_echo_task(tmp_path / "echo.jsonl", n)
 
 
 def write_config(tmp_path: Path, url: str, tune_yaml: str, *, tracking: bool = True, name: str = "echo") -> Path:

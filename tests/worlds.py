@@ -284,3 +284,12 @@ def _worker(url: str, cache: str, checkpoint: str, out: str) -> None:
 
 if __name__ == "__main__":
     _worker(*sys.argv[1:5])
+
+
+def write_echo_task(path: Path, n: int, tag: str = "") -> Path:
+    """A custom task file (JSONL) of n questions "Repeat the number i?" answered by i; `tag` prefixes them
+    (several tasks in one grid)."""
+    prefix = f"[{tag}] " if tag else ""
+    path.write_text("".join(json.dumps({"question": f"{prefix}Repeat the number {i}?", "answer": str(i)}) + "\n"
+                            for i in range(1, n + 1)))
+    return path
