@@ -2,21 +2,22 @@
 
 Before any request: methods and their settings are built, every benchmark a cell needs (targets and the
 pools methods ask for) is opened with the config's options and sandbox and its splits loaded for every
-seed, the tracking store is reached, and API keys and endpoints are checked (`open_llms`).
+seed (harness/grid.py), the tracking store is reached, and API keys and endpoints are checked (`open_llms`).
 
 Shared stages first (harness/stages.py): every cell is asked for the stage it shares with others (SePO's
 p~*, MetaSPO's meta-trained prompt); each distinct key is built once on a ledger with the config's
 `stage_budget`, its cost reported once (its own MLflow run). Cells that need no stage start at once beside
 the stages; the others start when their stage is done. `parallel_cells` workers (auto: the endpoints'
-task + prompt concurrency) keep both endpoints busy.
+task + prompt concurrency) keep both endpoints busy (harness/schedule.py).
 
 Per cell (harness/cell.py): a child ledger with the experiment's `budget_per_cell` (the same for every
-method), the optimizer on train/val, then the best prompt and the initial prompt scored on test on a ledger
-of their own (so test scoring always runs). A finished cell is appended at once (results.jsonl, its
-per-example records, its MLflow run). A cell that raises is recorded as failed with its reason and the
-others go on; the run ends naming the failed cells (the CLI exits non-zero), and a rerun skips finished
-cells, retries failed ones and resumes unfinished ones from their checkpoints (the response cache answers
-every request already paid for; the restored work is charged to the cell's budget again).
+method), the optimizer on train/val, then the best prompt and the initial prompt scored on test on a ledger of
+their own (so test scoring always runs). Each cell reports to the sinks (harness/sinks.py): a finished cell is
+appended at once (results.jsonl, its per-example records, its MLflow run, the console). A cell that raises is
+recorded as failed with its reason and the others go on; the run ends naming the failed cells (the CLI exits
+non-zero), and a rerun skips finished cells, retries failed ones and resumes unfinished ones from their
+checkpoints (the response cache answers every request already paid for; the restored work is charged to the
+cell's budget again).
 """
 
 from __future__ import annotations
