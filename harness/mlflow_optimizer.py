@@ -42,6 +42,7 @@ from typing import Any, Literal
 from mlflow.genai.optimize.optimizers import BasePromptOptimizer
 from mlflow.genai.optimize.types import EvaluationResultRecord, PromptOptimizerOutput
 
+from harness import schema
 from harness import template_guard as tg
 from harness.api import LLMSpec, Result, UserTask, as_budget, endpoint, open_clients, run_method
 from harness.config import ConfigError, EndpointConfig
@@ -198,7 +199,7 @@ class _RunLog:
                                                 **{f"harness.settings.{k}": v for k, v in owner.settings.items()},
                                                 **{f"harness.budget.{k}": v for k, v in vars(owner.budget).items()
                                                    if v is not None}},
-                                tags={"sepo.kind": "mlflow-optimize", "sepo.method": owner.method})
+                                tags={schema.KIND: schema.KIND_MLFLOW_OPTIMIZE, schema.METHOD: owner.method})
 
     @classmethod
     def active(cls, owner: HarnessPromptOptimizer) -> _RunLog | None:

@@ -17,6 +17,7 @@ KIND_EXPERIMENT = "experiment"  # the settings run: config, code version
 KIND_CELL = "cell"  # one method x benchmark x seed
 KIND_STAGE = "stage"  # a stage shared by cells: SePO's pre-trained p~*, MetaSPO's meta-trained prompt
 KIND_TRIAL = "trial"  # one Optuna trial of `sepo-bench tune`
+KIND_MLFLOW_OPTIMIZE = "mlflow-optimize"  # a user's run of harness.mlflow_optimizer (mlflow.genai.optimize_prompts)
 
 # ------------------------------------------------------------------------------ tags of every cell run
 CELL_KEY = PREFIX + "cell_key"
@@ -66,10 +67,12 @@ EXPERIMENT = PREFIX + "experiment"
 ROLE = PREFIX + "role"
 
 # ------------------------------------------------------------------------------ tags of tune trials
+TRIAL_KEY = PREFIX + "trial_key"  # study uid + trial number: a resumed trial reopens its run
 STUDY = PREFIX + "study"
 TRIAL = PREFIX + "trial"
-TRIAL_STATE = PREFIX + "trial_state"
-PRUNED = PREFIX + "pruned"
+TRIAL_STATE = PREFIX + "trial_state"  # Optuna's state names
+TRIAL_RUNNING, TRIAL_COMPLETE, TRIAL_PRUNED, TRIAL_FAIL = "RUNNING", "COMPLETE", "PRUNED", "FAIL"
+PRUNED = PREFIX + "pruned"  # why the pruner stopped it
 
 # ------------------------------------------------------------------------------ metrics (cells; stages share
 # the cost ones)

@@ -105,6 +105,9 @@ def test_tiny_study_prunes_tracks_and_writes_the_best_experiment(tmp_path, monke
     assert sorted(r.data.metrics["val_accuracy"] for r in done) == sorted(by_number[i].value for i in (0, 1, 3))
     assert all("tuned.temperature" in r.data.params for r in done)
     assert not client.search_runs([exp.experiment_id], "tags.`sepo.kind` = 'cell'")  # reports see no trials
+    # started as trials (not cells retagged): a trial key, no cell key, named after the study and trial
+    assert all(r.data.tags.get("sepo.trial_key") and "sepo.cell_key" not in r.data.tags for r in runs)
+    assert sorted(r.info.run_name.rsplit("-", 1)[1] for r in runs) == ["0", "1", "2", "3"]
 
     # the best experiment file: ready to run, the best trial's settings, no tune section
     best = tmp_path / "runs" / "echo" / "tune" / "best.yaml"

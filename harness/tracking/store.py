@@ -355,6 +355,16 @@ class Tracker:
         return self._open_run(CellRun, S.CELL_KEY, cell_key, f"{method}.{benchmark}.seed{seed}", core, params,
                               {**tags, **extra})
 
+    def start_trial(self, key: str, *, study: str, number: int, method: str, benchmark: str, seed: int,
+                    params: dict, tags: dict | None = None) -> CellRun:
+        """A run for one Optuna trial of `sepo-bench tune` (kind trial, so reports never read it as a cell):
+        reopened like a cell's after a kill; candidates and finish as a cell's. State tag TRIAL_RUNNING until
+        the trial sets another."""
+        core = {S.KIND: S.KIND_TRIAL, S.TRIAL_KEY: key, S.STUDY: study, S.TRIAL: str(number),
+                S.TRIAL_STATE: S.TRIAL_RUNNING, S.METHOD: method, S.BENCHMARK: benchmark, S.SEED: str(seed)}
+        params = {"method": method, "benchmark": benchmark, "seed": str(seed), **params}
+        return self._open_run(CellRun, S.TRIAL_KEY, key, f"{study}-trial-{number}", core, params, tags or {})
+
     def start_stage(self, key: str, kind: str, *, methods: Iterable[str], targets: Iterable[str],
                     params: dict | None = None, tags: dict | None = None,
                     simulated: bool | None = None) -> StageRun:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from harness import schema
 from harness.config import ConfigError, TuneParam
 from harness.tune.generations import STEP_STRIDE, GenerationReporter
 from harness.tune.study import taken
@@ -82,7 +83,7 @@ class TrialRunner:
             optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Trial N failed" warning with a traceback
             trial.set_user_attr("fail_reason", "interrupted")
             if run is not None:
-                run.log_tags({"sepo.trial_state": "FAIL"})
+                run.log_tags({schema.TRIAL_STATE: schema.TRIAL_FAIL})
                 run.fail("interrupted")
             raise
         except Exception as exc:
@@ -90,12 +91,12 @@ class TrialRunner:
 
             if run is not None:
                 if isinstance(exc, optuna.TrialPruned):
-                    run.log_tags({"sepo.trial_state": "PRUNED", "sepo.pruned": str(exc)})
+                    run.log_tags({schema.TRIAL_STATE: schema.TRIAL_PRUNED, schema.PRUNED: str(exc)})
                     run.finish(metrics={"wall_s": time.monotonic() - t0, "pruned": 1.0}, test_records=[],
                                best_prompt="", result={"state": "PRUNED", "params": jsonable(params),
                                                        "reason": str(exc)})
                 else:
-                    run.log_tags({"sepo.trial_state": "FAIL"})
+                    run.log_tags({schema.TRIAL_STATE: schema.TRIAL_FAIL})
                     run.fail(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, optuna.TrialPruned):
                 self.say(f"   trial {trial.number}: {exc}")
@@ -116,7 +117,7 @@ class TrialRunner:
         trial.set_user_attr("cells", per_cell)
         trial.set_user_attr("wall_s", round(wall, 1))
         if run is not None:
-            run.log_tags({"sepo.trial_state": "COMPLETE"})
+            run.log_tags({schema.TRIAL_STATE: schema.TRIAL_COMPLETE})
             run.finish(metrics={"val_accuracy": value, **{f"cost_{k}": v for k, v in costs.items()},
                                 "wall_s": wall}, test_records=[],
                        best_prompt="\n\n".join(c["best_prompt"] for c in per_cell),
@@ -134,15 +135,13 @@ class TrialRunner:
             return None
         s = self.setup
         key = f"tune-{self.uid}-{trial.number}"
-        run = self.tracker.start_cell(
-            key, method=s.run, benchmark="+".join(b.name for b in s.cfg.benchmarks), seed=s.cfg.seeds[0],
+        run = self.tracker.start_trial(
+            key, study=s.study_name, number=trial.number, method=s.run,
+            benchmark="+".join(b.name for b in s.cfg.benchmarks), seed=s.cfg.seeds[0],
             params={"trial": trial.number, "study": s.study_name, "tuned": params,
                     "settings": {**s.settings, **params}, "seeds": s.cfg.seeds,
                     "budget_per_cell": s.cfg.budget_per_cell.model_dump()},
-            tags={"sepo.base_method": s.base})
-        run.log_tags({"sepo.kind": "trial", "mlflow.runName": f"{s.study_name}-trial-{trial.number}",
-                      "sepo.study": s.study_name, "sepo.trial": str(trial.number),
-                      "sepo.trial_state": "RUNNING"})
+            tags={schema.BASE_METHOD: s.base})
         trial.set_user_attr("mlflow_run_id", run.run_id)
         return run
 
