@@ -222,3 +222,11 @@ def test_arc_max_cells_filter():
     full = get_benchmark("arc").load("train", 0)
     assert 0 < len(exs) < len(full) and all(e.meta["cells"] <= 800 for e in exs)
     assert {e.id for e in exs} <= {e.id for e in full}
+
+
+def test_arc_max_cells_test_split_draws_n_test_from_the_tasks_that_fit():
+    test = get_benchmark("arc", max_cells=600, n_test=3).load("test", 0)
+    assert len(test) == 3 and all(e.meta["cells"] <= 600 for e in test)
+    # a filter every task passes draws exactly what no filter draws
+    unfiltered = get_benchmark("arc").load("test", 0)
+    assert [e.id for e in unfiltered] == [e.id for e in get_benchmark("arc", max_cells=10**9).load("test", 0)]

@@ -16,8 +16,9 @@ of every output, taken in order); without labels, the last n grid blocks in orde
 
 Option max_cells (default: no filter) keeps only tasks whose demonstration grids, test inputs and expected
 outputs hold at most that many cells. A rendered cell costs about two tokens (digit and space), so
-max_cells=1200 suits a 4096-token context with a 1024-token reply. The filter runs after splitting, so it
-never moves a task between splits.
+max_cells=1200 suits a 4096-token context with a 1024-token reply. Train and val are filtered after
+splitting, so the filter never moves a task between them (they may hold fewer than asked); the test split
+(the evaluation tasks) draws its n_test from the tasks that fit.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def render(grid: Grid) -> str:
 
 def cells(grid: Grid) -> int:
     return sum(len(row) for row in grid)
+
+
+def task_cells(task: dict[str, Any]) -> int:
+    """Cells of a task's demonstrations, test inputs and expected outputs (what max_cells bounds)."""
+    return sum(cells(p["input"]) + cells(p["output"]) for p in task["train"] + task["test"])
 
 
 def question(task: dict[str, Any], test_inputs: Grid | list[Grid]) -> str:
@@ -134,13 +140,15 @@ class ARC(Benchmark):
             self._tasks[part] = {f.stem: json.loads(f.read_text()) for f in files}
         return self._tasks[part]
 
+    def fits(self, task: dict[str, Any]) -> bool:
+        return self.max_cells is None or task_cells(task) <= self.max_cells
+
     def load(self, split: Split, seed: int) -> list[Example]:
         splits.check_split(split)
-        if split == "test":
+        if split == "test":  # the evaluation part is the test split alone: filter first, then draw n_test
             part = "evaluation"
-            ids = splits.subsample(
-                list(self.tasks(part)), splits.requested(self.options, "test"), seed, "arc"
-            )
+            fitting = [t for t, task in self.tasks(part).items() if self.fits(task)]
+            ids = splits.subsample(fitting, splits.requested(self.options, "test"), seed, "arc")
         else:
             part = "training"
             ids = splits.shuffled_split(
@@ -155,10 +163,9 @@ class ARC(Benchmark):
         out = []
         for tid in ids:
             task = self.tasks(part)[tid]
-            demo = sum(cells(p["input"]) + cells(p["output"]) for p in task["train"])
-            size = demo + sum(cells(p["input"]) + cells(p["output"]) for p in task["test"])
-            if self.max_cells is not None and size > self.max_cells:
+            if not self.fits(task):
                 continue
+            size = task_cells(task)
             inputs = [p["input"] for p in task["test"]]
             outputs = [p["output"] for p in task["test"]]
             meta = {"task_id": tid, "part": part, "cells": size, "n_outputs": len(outputs)}
