@@ -112,6 +112,7 @@ class Experiment:
         self.lock = threading.Lock()
         self.failed: list[tuple[Cell, str]] = []
         self.stages: dict[str, Stage] = {}
+        self.code: dict[str, Any] = {}  # the project's git commit, read when the run starts
 
     def say(self, text: str) -> None:
         with self.lock:
@@ -157,8 +158,9 @@ class Experiment:
         """Plan the shared stages, then run stages and cells on `parallel_cells` workers; rows in grid order."""
         cfg = self.cfg
         print_models(llms, benches)
+        self.code = code_version(cfg.project_dir)  # once per run: every cell's params carry it
         if tracker is not None:
-            tracker.log_experiment(cfg.model_dump(), _config_text(cfg), code_version(cfg.project_dir),
+            tracker.log_experiment(cfg.model_dump(), _config_text(cfg), self.code,
                                    simulated=cfg.simulated, protocol=protocol_of(cfg))
         self.stages = plan_stages(self.cells, lambda c: self.stage_of(c, benches, llms))
         if self.stages:
@@ -207,7 +209,7 @@ class Experiment:
             return done
         ck = self.run_dir / "cells" / c.path
         self.claim_checkpoint(c, ck, inputs)
-        log = sinks.open(self.cell_info(c, key, ob, llms))
+        log = sinks.open(self.cell_info(c, key, inputs, ob, llms))
         try:
             out = run_cell(self.optimizers[id(c)], ob.bench, c.seed, llms=llms,
                            budget=Budget(**self.cfg.budget_per_cell.model_dump()), checkpoint_dir=ck,
@@ -223,11 +225,11 @@ class Experiment:
         except BaseException as exc:  # Ctrl-C, SystemExit: the run ends; the cell resumes next time
             log.failed(f"{type(exc).__name__}: interrupted", interrupted=True)
             raise
-        row = self.row(c, key, ob, llms, out)
+        row = self.row(c, key, inputs, ob, out)
         log.finished(row, out)
         return row
 
-    def row(self, c: Cell, key: str, ob: OpenBench, llms: LLMs, out: CellOutcome) -> dict[str, Any]:
+    def row(self, c: Cell, key: str, inputs: dict[str, Any], ob: OpenBench, out: CellOutcome) -> dict[str, Any]:
         """A finished cell's line in results.jsonl (and its MLflow run's result.json)."""
         res, extra = out.result, out.result.extra or {}
         pool = [canonical_name(p) for p in extra.get("pretrain_pool", []) or []]
@@ -237,7 +239,7 @@ class Experiment:
                 "best_test": out.test.accuracy, "test": summarize(out.test, out.n_final),
                 "initial": summarize(out.initial, out.n_final), "best_prompt": res.best.prompt,
                 "best_id": res.best.id, "best_train": res.best.train_score, "best_val": res.best.val_score,
-                "stopped": stopped, "schedule_complete": stopped is None, "reply_cap": reply_cap(ob.bench, llms.task),
+                "stopped": stopped, "schedule_complete": stopped is None, "reply_cap": inputs["reply_cap"],
                 "held_out": canonical_name(c.bench.name) in self.cfg.held_out,
                 "target_in_pool": (canonical_name(c.bench.name) in pool) if pool else None,
                 "pretrain_pool": pool, "stage_keys": [k for k, st in self.stages.items() if c in st.cells],
@@ -256,7 +258,7 @@ class Experiment:
                 "held_out": sorted(self.cfg.held_out), "reply_cap": reply_cap(ob.bench, llms.task),
                 "stage_budget": self.cfg.stage_budget.model_dump()}
 
-    def cell_info(self, c: Cell, key: str, ob: OpenBench, llms: LLMs) -> CellInfo:
+    def cell_info(self, c: Cell, key: str, inputs: dict[str, Any], ob: OpenBench, llms: LLMs) -> CellInfo:
         """What the sinks are told when the cell starts: MLflow params and tags, names of its outputs."""
         from harness.registry import method_info
 
@@ -264,9 +266,8 @@ class Experiment:
         params = {"method": c.method, "base_method": c.base, "settings": c.settings, "benchmark": ob.bench.name,
                   "benchmark_options": c.bench.split_options(), "seed": c.seed,
                   "budget_per_cell": self.cfg.budget_per_cell.model_dump(), "models": models_of(llms),
-                  "initial_prompt": self.initial_prompt, "data_fingerprint": data_fingerprint(ob, c.seed),
-                  "code": code_version(self.cfg.project_dir), "test_limit": self.opts.limit,
-                  "reply_cap": reply_cap(ob.bench, llms.task)}
+                  "initial_prompt": self.initial_prompt, "data_fingerprint": inputs["data"], "code": self.code,
+                  "test_limit": self.opts.limit, "reply_cap": inputs["reply_cap"]}
         tags = {schema.BASE_METHOD: c.base,
                 schema.HELD_OUT: schema.bool_tag(canonical_name(c.bench.name) in self.cfg.held_out),
                 schema.LOCAL_MODELS: schema.bool_tag(llms.task.endpoint.embedded)}
